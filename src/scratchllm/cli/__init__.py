@@ -1,0 +1,50 @@
+"""`scratchllm <command>`: parse arguments, call the library, print the result.
+
+Each command group lives in its own module with a ``register(subparsers)`` function that adds its
+parser and sets ``func`` (called with the parsed namespace, returns an exit code or None).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from scratchllm.errors import ScratchLLMError
+
+# Modules under scratchllm.cli, one per command group, in the order shown by --help.
+COMMAND_MODULES = [
+    "demo",
+    "train",
+    "generate",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scratchllm",
+        description="Build, train, fine-tune, run and serve GPT- and BERT-style language models.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"scratchllm.cli.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except (ScratchLLMError, FileNotFoundError) as exc:
+        print(f"scratchllm {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
