@@ -1,0 +1,74 @@
+"""Documents to token ids: one sequence with the end-of-text token after every document.
+
+Any tokenizer works that has ``eot_id`` and ``vocab_size`` and either ``encode_ordinary(text)``
+(preferred: special-token text inside a document stays ordinary text) or ``encode(text)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Protocol
+
+import numpy as np
+
+from scratchllm.data.sources import Document
+
+# Token ids fit in uint16 up to this vocabulary size (GPT-2's 50,257 does); uint32 beyond it.
+UINT16_VOCAB_LIMIT = 2**16
+
+
+class TextEncoder(Protocol):
+    """The part of a tokenizer the data layer uses."""
+
+    @property
+    def eot_id(self) -> int: ...
+
+    @property
+    def vocab_size(self) -> int: ...
+
+
+def token_dtype(vocab_size: int) -> np.dtype:
+    """The smallest unsigned dtype that holds every id of the vocabulary."""
+    return np.dtype(np.uint16 if vocab_size <= UINT16_VOCAB_LIMIT else np.uint32)
+
+
+def encode_text(tokenizer: TextEncoder, text: str) -> list[int]:
+    """Ids of ``text`` with special-token strings treated as ordinary text where possible."""
+    encode = getattr(tokenizer, "encode_ordinary", None) or tokenizer.encode  # type: ignore[attr-defined]
+    return list(encode(text))
+
+
+def document_ids(
+    tokenizer: TextEncoder, text: str, *, bos_id: int | None = None, eot: bool = True
+) -> np.ndarray:
+    """One document's ids: ``[bos] + ids + [eot]`` (each part optional), as int64."""
+    ids = encode_text(tokenizer, text)
+    head = [] if bos_id is None else [bos_id]
+    tail = [tokenizer.eot_id] if eot else []
+    return np.asarray(head + ids + tail, dtype=np.int64)
+
+
+def encode_documents(
+    docs: Iterable[Document | str],
+    tokenizer: TextEncoder,
+    *,
+    bos_id: int | None = None,
+    eot: bool = True,
+) -> np.ndarray:
+    """All documents as one id sequence, each followed by ``eot_id`` (and started by ``bos_id``).
+
+    The result has the smallest dtype for the vocabulary, ready for ``WindowDataset``.
+    """
+    parts = [
+        document_ids(tokenizer, d if isinstance(d, str) else d.text, bos_id=bos_id, eot=eot)
+        for d in docs
+    ]
+    dtype = token_dtype(tokenizer.vocab_size)
+    if not parts:
+        return np.zeros(0, dtype=dtype)
+    return np.concatenate(parts).astype(dtype)
+
+
+def document_boundaries(lengths: Sequence[int]) -> np.ndarray:
+    """Start offsets of documents of the given lengths in their concatenation (plus the end)."""
+    return np.concatenate([[0], np.cumsum(np.asarray(lengths, dtype=np.int64))])

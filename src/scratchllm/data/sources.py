@@ -1,0 +1,231 @@
+"""Where text comes from: files, directories, globs, JSON Lines, Parquet and the built-in corpus.
+
+Every source becomes a stream of ``Document`` (a stable name and its text) in a fixed order, so
+that the same path always gives the same documents: directories and globs are walked in sorted
+order. ``iter_text_sources`` streams (a corpus larger than memory never needs to be held at once);
+``read_text_sources`` collects the stream into a list and refuses an empty corpus.
+
+Bad input is reported, not fatal, where it can be: empty files are skipped with a warning, and
+undecodable bytes are replaced with U+FFFD and counted in a warning. A missing path, a JSON Lines
+line that is not a JSON object or lacks the text field, and a corpus with no text are errors that
+name the path and line.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path
+
+from scratchllm.errors import DataError
+
+# The name that selects the built-in corpus (scratchllm.data.builtin) instead of a path.
+BUILTIN = "builtin"
+TEXT_SUFFIXES = (".txt", ".md")
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+PARQUET_SUFFIXES = (".parquet",)
+DEFAULT_INCLUDE = tuple(f"*{s}" for s in TEXT_SUFFIXES)
+_REPLACEMENT = "\ufffd"
+
+
+@dataclass(frozen=True)
+class Document:
+    """One document: a name that is unique and stable within its corpus, and its text."""
+
+    name: str
+    text: str
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """How to read a path: which files a directory contributes and which field holds the text."""
+
+    include: tuple[str, ...] = DEFAULT_INCLUDE  # globs on file names (or relative paths)
+    exclude: tuple[str, ...] = ()  # globs on file names (or relative paths) to leave out
+    text_field: str = "text"  # JSON Lines: key of the text in each record
+    column: str = "text"  # Parquet: column holding the text
+
+
+def iter_text_sources(
+    path: str | Path,
+    *,
+    include: Sequence[str] = DEFAULT_INCLUDE,
+    exclude: Sequence[str] = (),
+    text_field: str = "text",
+    column: str = "text",
+) -> Iterator[Document]:
+    """Documents from ``path`` in a fixed order, one at a time (see the module docstring)."""
+    options = SourceOptions(tuple(include), tuple(exclude), text_field, column)
+    if str(path) == BUILTIN:
+        yield from _builtin_documents()
+        return
+    for file, name in _resolve(path, options):
+        yield from _read_file(file, name, options)
+
+
+def read_text_sources(
+    path: str | Path,
+    *,
+    include: Sequence[str] = DEFAULT_INCLUDE,
+    exclude: Sequence[str] = (),
+    text_field: str = "text",
+    column: str = "text",
+) -> list[Document]:
+    """All documents from ``path``; a DataError when there is no text at all."""
+    docs = list(
+        iter_text_sources(
+            path, include=include, exclude=exclude, text_field=text_field, column=column
+        )
+    )
+    if not docs:
+        raise DataError(f"no text found in {path}: every file was empty or excluded")
+    return docs
+
+
+def _builtin_documents() -> Iterator[Document]:
+    from scratchllm.data.builtin import builtin_documents
+
+    for i, doc in enumerate(builtin_documents()):
+        if isinstance(doc, str):
+            yield Document(f"builtin:{i}", doc)
+        else:
+            yield Document(str(doc.name), str(doc.text))
+
+
+def _is_glob(text: str) -> bool:
+    return any(ch in text for ch in "*?[")
+
+
+def _resolve(path: str | Path, options: SourceOptions) -> list[tuple[Path, str]]:
+    """Files to read with their document names, sorted; a DataError when nothing is there."""
+    text = str(path)
+    if _is_glob(text) and not Path(text).exists():
+        files = [Path(p) for p in sorted(glob.glob(text, recursive=True)) if Path(p).is_file()]
+        if not files:
+            raise DataError(f"no files match {text}")
+        return [(f, str(f)) for f in files]
+    root = Path(path)
+    if root.is_file():
+        return [(root, root.name)]
+    if not root.exists():
+        raise DataError(f"data path not found: {root}")
+    files = []
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = file.relative_to(root).as_posix()
+        if _matches(rel, options.include) and not _matches(rel, options.exclude):
+            files.append((file, rel))
+    if not files:
+        raise DataError(f"no files in {root} match {', '.join(options.include)}")
+    return files
+
+
+def _matches(rel: str, patterns: Sequence[str]) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    return any(fnmatch(name, p) or fnmatch(rel, p) for p in patterns)
+
+
+def _read_file(file: Path, name: str, options: SourceOptions) -> Iterator[Document]:
+    suffix = file.suffix.lower()
+    if suffix in JSONL_SUFFIXES:
+        yield from _read_jsonl(file, name, options.text_field)
+    elif suffix in PARQUET_SUFFIXES:
+        yield from _read_parquet(file, name, options.column)
+    else:
+        text = decode_text(file.read_bytes(), str(file))
+        if text.strip():
+            yield Document(name, text)
+        else:
+            warnings.warn(f"skipping empty file {file}", stacklevel=3)
+
+
+def decode_text(raw: bytes, where: str) -> str:
+    """UTF-8 text of ``raw``; undecodable bytes become U+FFFD and are counted in a warning."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8", errors="replace")
+        replaced = text.count(_REPLACEMENT) - raw.count(_REPLACEMENT.encode("utf-8"))
+        warnings.warn(
+            f"{where}: replaced {replaced} undecodable byte sequence(s) with U+FFFD", stacklevel=4
+        )
+        return text
+
+
+def _read_jsonl(file: Path, name: str, text_field: str) -> Iterator[Document]:
+    empty = 0
+    with open(file, "rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            line = decode_text(raw, f"{file}:{lineno}")
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{file}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(record, dict) or text_field not in record:
+                raise DataError(f"{file}:{lineno}: record has no field {text_field!r}")
+            text = record[text_field]
+            if not isinstance(text, str):
+                kind = type(text).__name__
+                raise DataError(f"{file}:{lineno}: field {text_field!r} is {kind}, not a string")
+            if text.strip():
+                yield Document(f"{name}:{lineno}", text)
+            else:
+                empty += 1
+    if empty:
+        warnings.warn(f"{file}: skipped {empty} record(s) with empty {text_field!r}", stacklevel=3)
+
+
+def _read_parquet(file: Path, name: str, column: str) -> Iterator[Document]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:  # pragma: no cover - pyarrow is in the [data] extra
+        raise DataError(f"{file}: reading Parquet needs pyarrow (pip install pyarrow)") from exc
+    parquet = pq.ParquetFile(file)
+    if column not in parquet.schema_arrow.names:
+        names = ", ".join(parquet.schema_arrow.names)
+        raise DataError(f"{file}: no column {column!r} (columns: {names})")
+    row = 0
+    for batch in parquet.iter_batches(columns=[column], batch_size=1024):
+        for text in batch.column(0).to_pylist():
+            if isinstance(text, str) and text.strip():
+                yield Document(f"{name}#{row}", text)
+            row += 1
+
+
+def document_key(name: str, seed: int) -> int:
+    """A stable 64-bit hash of (seed, name), the same in every process and Python version."""
+    digest = hashlib.sha256(f"{seed}\0{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def is_validation(name: str, val_fraction: float, seed: int = 0) -> bool:
+    """Streaming split rule: a document is in validation when its hash falls under the fraction."""
+    return document_key(name, seed) < val_fraction * 2**64
+
+
+def split_documents(
+    docs: Sequence[Document], val_fraction: float, seed: int = 0
+) -> tuple[list[Document], list[Document]]:
+    """(train, validation) split by whole documents, deterministic for ``seed``.
+
+    The ``round(val_fraction * n)`` documents with the smallest hash of (seed, name) go to
+    validation (at least one when ``val_fraction > 0`` and there are two or more documents);
+    both parts keep the corpus order.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    n = len(docs)
+    k = round(val_fraction * n)
+    if val_fraction > 0 and n >= 2:
+        k = min(max(k, 1), n - 1)
+    ranked = sorted(range(n), key=lambda i: (document_key(docs[i].name, seed), i))
+    val_ids = set(ranked[:k])
+    train = [d for i, d in enumerate(docs) if i not in val_ids]
+    val = [d for i, d in enumerate(docs) if i in val_ids]
+    return train, val

@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+import itertools
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from scratchllm.data.loaders import EpochLoader
+from scratchllm.data.windows import WindowDataset
+
+
+def make_loader(**kwargs) -> EpochLoader:
+    ds = WindowDataset(np.arange(203), 6, 4)  # 50 windows
+    return EpochLoader(ds, 8, seed=7, **kwargs)
+
+
+def take(loader: EpochLoader, k: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return list(itertools.islice(loader.batches(), k))
+
+
+def test_epoch_covers_every_window_once() -> None:
+    loader = make_loader(drop_last=False)
+    assert len(loader) == 7
+    xs = torch.cat([x for x, _ in loader])
+    assert xs.shape == (50, 6)
+    assert sorted(xs[:, 0].tolist()) == list(range(0, 200, 4))
+    assert loader.epoch == 1 and loader.batch_index == 0
+
+
+def test_same_seed_same_batches_and_epochs_differ() -> None:
+    a, b = take(make_loader(), 12), take(make_loader(), 12)
+    assert all(torch.equal(x1, x2) and torch.equal(y1, y2) for (x1, y1), (x2, y2) in zip(a, b))
+    assert len(make_loader()) == 6
+    assert not torch.equal(a[0][0], a[6][0])  # epoch 1 is shuffled differently from epoch 0
+    for x, y in a:
+        assert torch.equal(x[:, 1:], y[:, :-1])
+
+
+@pytest.mark.parametrize("drop_last", [True, False])
+def test_resume_at_50_random_points(drop_last: bool) -> None:
+    reference = take(make_loader(drop_last=drop_last), 80)
+    rng = random.Random(0)
+    for stop in sorted(rng.randrange(0, 70) for _ in range(50)):
+        loader = make_loader(drop_last=drop_last)
+        take(loader, stop)
+        state = loader.state_dict()
+        resumed = make_loader(drop_last=drop_last)
+        resumed.load_state_dict(state)
+        nxt = take(resumed, 8)
+        for (x, y), (rx, ry) in zip(nxt, reference[stop : stop + 8]):
+            assert torch.equal(x, rx) and torch.equal(y, ry)
+
+
+def test_for_loop_then_break_keeps_position() -> None:
+    loader = make_loader()
+    for i, _ in enumerate(loader):
+        if i == 2:
+            break
+    assert loader.state_dict()["batch_index"] == 3
+    assert torch.equal(loader.next_batch()[0], take(make_loader(), 4)[3][0])
+
+
+def test_state_from_another_loader_is_refused() -> None:
+    state = make_loader().state_dict()
+    other = EpochLoader(WindowDataset(np.arange(203), 6, 4), 4, seed=7)
+    with pytest.raises(ValueError, match="batch_size"):
+        other.load_state_dict(state)
+
+
+def test_too_few_windows_for_one_batch() -> None:
+    with pytest.raises(ValueError, match="fewer than batch_size"):
+        EpochLoader(WindowDataset(np.arange(20), 6, 6), 8)

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scratchllm.data.sources import Document, read_text_sources, split_documents
+from scratchllm.errors import DataError
+
+
+def test_directory_recursive_sorted_with_globs(tmp_path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "b.txt").write_text("bee")
+    (tmp_path / "a.md").write_text("ay")
+    (tmp_path / "sub" / "c.txt").write_text("sea")
+    (tmp_path / "skip.txt").write_text("no")
+    (tmp_path / "data.csv").write_text("x,y")
+    docs = read_text_sources(tmp_path, exclude=["skip.*"])
+    assert [(d.name, d.text) for d in docs] == [
+        ("a.md", "ay"),
+        ("b.txt", "bee"),
+        ("sub/c.txt", "sea"),
+    ]
+    globbed = read_text_sources(str(tmp_path / "**" / "*.txt"))
+    assert [d.text for d in globbed] == ["bee", "no", "sea"]
+
+
+def test_missing_path_named(tmp_path) -> None:
+    with pytest.raises(DataError, match="nope"):
+        read_text_sources(tmp_path / "nope")
+
+
+def test_empty_file_skipped_and_empty_corpus_refused(tmp_path) -> None:
+    (tmp_path / "empty.txt").write_text("  \n")
+    with pytest.warns(UserWarning, match="empty.txt"), pytest.raises(DataError, match="no text"):
+        read_text_sources(tmp_path)
+    (tmp_path / "full.txt").write_text("text")
+    with pytest.warns(UserWarning, match="skipping empty"):
+        assert [d.text for d in read_text_sources(tmp_path)] == ["text"]
+
+
+def test_undecodable_bytes_replaced_and_counted(tmp_path) -> None:
+    (tmp_path / "bad.txt").write_bytes(b"ok \xff\xfe ok \xc3")
+    with pytest.warns(UserWarning, match=r"replaced 3 undecodable"):
+        (doc,) = read_text_sources(tmp_path / "bad.txt")
+    assert doc.text == "ok \ufffd\ufffd ok \ufffd"
+
+
+def test_jsonl_field_and_line_numbers(tmp_path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text(
+        "\n".join(json.dumps(r) for r in [{"body": "one"}, {"body": "two"}, {"x": 1}]) + "\n"
+    )
+    with pytest.raises(DataError, match=r"d.jsonl:3: record has no field 'body'"):
+        read_text_sources(path, text_field="body")
+    path.write_text('{"body": "one"}\n\n{"body": "two"}\n')
+    docs = read_text_sources(path, text_field="body")
+    assert [(d.name, d.text) for d in docs] == [("d.jsonl:1", "one"), ("d.jsonl:3", "two")]
+    path.write_text('{"body": "one"}\nnot json\n')
+    with pytest.raises(DataError, match=r"d.jsonl:2: not valid JSON"):
+        read_text_sources(path, text_field="body")
+
+
+def test_parquet_column(tmp_path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"content": ["alpha", "", "beta"], "n": [1, 2, 3]}), path)
+    docs = read_text_sources(path, column="content")
+    assert [(d.name, d.text) for d in docs] == [("d.parquet#0", "alpha"), ("d.parquet#2", "beta")]
+    with pytest.raises(DataError, match="no column 'text'"):
+        read_text_sources(path)
+
+
+def test_builtin_corpus() -> None:
+    docs = read_text_sources("builtin")
+    assert len(docs) > 10 and all(d.text for d in docs)
+    assert len({d.name for d in docs}) == len(docs)
+
+
+def test_split_by_document_is_deterministic() -> None:
+    docs = [Document(f"doc{i}", f"text {i}") for i in range(50)]
+    train, val = split_documents(docs, 0.2, seed=1)
+    assert len(val) == 10 and len(train) == 40
+    assert (train, val) == split_documents(docs, 0.2, seed=1)
+    assert val != split_documents(docs, 0.2, seed=2)[1]
+    assert {d.name for d in train}.isdisjoint(d.name for d in val)
+    assert split_documents(docs[:2], 0.01)[1] != []

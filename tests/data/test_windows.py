@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from scratchllm.data.encode import encode_documents, token_dtype
+from scratchllm.data.sources import Document
+from scratchllm.data.windows import IGNORE_INDEX, WindowDataset, num_windows
+from scratchllm.errors import DataError
+
+PAIRS = [(4, 4), (4, 1), (4, 2), (8, 3), (8, 8), (8, 11), (256, 128), (1, 1)]
+
+
+def reference_windows(n: int, max_length: int, stride: int, last: str) -> list[int]:
+    """Window starts, written the plain way: full windows, then a tail window if needed."""
+    starts = list(range(0, n - max_length, stride))
+    if last == "pad":
+        covered = starts[-1] + max_length if starts else 0
+        nxt = starts[-1] + stride if starts else 0
+        if (not starts and n >= 2) or (starts and covered < n - 1 and nxt < n - 1):
+            starts.append(nxt)
+    return starts
+
+
+@pytest.mark.parametrize("max_length,stride", PAIRS)
+@pytest.mark.parametrize("last", ["drop", "pad"])
+def test_num_windows_matches_enumeration(max_length: int, stride: int, last: str) -> None:
+    for n in range(0, 3 * max_length + 2 * stride + 5):
+        expected = len(reference_windows(n, max_length, stride, last))
+        assert num_windows(n, max_length, stride, last) == expected, n
+
+
+@pytest.mark.parametrize("max_length,stride", PAIRS)
+def test_windows_contents_and_shift(max_length: int, stride: int) -> None:
+    ids = np.arange(1000, 1000 + 3 * max_length + 7)
+    ds = WindowDataset(ids, max_length, stride, last="pad", pad_id=0)
+    starts = reference_windows(len(ids), max_length, stride, "pad")
+    assert len(ds) == len(starts)
+    for i, s in enumerate(starts):
+        x, y = ds[i]
+        assert x.dtype == y.dtype == torch.long and x.shape == y.shape == (max_length,)
+        real = min(max_length, len(ids) - 1 - s)
+        assert x[:real].tolist() == ids[s : s + real].tolist()
+        assert y[:real].tolist() == ids[s + 1 : s + 1 + real].tolist()
+        assert (x[real:] == 0).all() and (y[real:] == IGNORE_INDEX).all()
+
+
+def test_verdict_exact_counts(shared_data, byte_tokenizer) -> None:
+    text = (shared_data / "the-verdict.txt").read_text(encoding="utf-8")
+    ids = encode_documents([Document("verdict", text)], byte_tokenizer)
+    n = len(ids)
+    assert n == len(text.encode("utf-8")) + 1  # bytes plus one end-of-text
+    for max_length, stride in [(4, 4), (4, 1), (256, 128), (256, 256), (1024, 512)]:
+        ds = WindowDataset(ids, max_length, stride)
+        assert len(ds) == len(range(0, n - max_length, stride))
+        x, y = ds[len(ds) - 1]
+        s = (len(ds) - 1) * stride
+        assert x.tolist() == ids[s : s + max_length].tolist()
+        assert y.tolist() == ids[s + 1 : s + max_length + 1].tolist()
+        bx, by = ds.get_batch([0, len(ds) - 1])
+        assert torch.equal(bx[1], x) and torch.equal(by[1], y)
+
+
+def test_memmap_is_not_copied(tmp_path) -> None:
+    path = tmp_path / "ids.bin"
+    np.arange(100, dtype=np.uint16).tofile(path)
+    mm = np.memmap(path, dtype=np.uint16, mode="r")
+    ds = WindowDataset(mm, 10, 5)
+    assert ds.ids is mm
+    x, y = ds[3]
+    assert x.tolist() == list(range(15, 25)) and y.tolist() == list(range(16, 26))
+
+
+def test_tensor_and_list_inputs() -> None:
+    for ids in (list(range(20)), torch.arange(20), np.arange(20, dtype=np.int32)):
+        x, y = WindowDataset(ids, 4, 4)[1]
+        assert x.tolist() == [4, 5, 6, 7] and y.tolist() == [5, 6, 7, 8]
+
+
+def test_too_short_names_both_numbers() -> None:
+    with pytest.raises(DataError, match=r"corpus has 5 tokens.*max_length\+1 = 9"):
+        WindowDataset(list(range(5)), 8, 4)
+    assert len(WindowDataset(list(range(5)), 8, 4, last="pad", pad_id=0)) == 1
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(ValueError, match="stride"):
+        WindowDataset(list(range(50)), 8, 0)
+    with pytest.raises(ValueError, match="pad_id"):
+        WindowDataset(list(range(50)), 8, 4, last="pad")
+    with pytest.raises(IndexError):
+        WindowDataset(list(range(50)), 8, 4)[100]
+
+
+def test_encode_documents_separators(byte_tokenizer) -> None:
+    docs = [Document("a", "hi"), Document("b", "yo")]
+    ids = encode_documents(docs, byte_tokenizer, bos_id=257)
+    assert ids.tolist() == [257, 104, 105, 256, 257, 121, 111, 256]
+    assert ids.dtype == np.uint16 and token_dtype(100_000) == np.uint32
