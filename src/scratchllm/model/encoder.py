@@ -1,0 +1,78 @@
+"""`EncoderModel`: a BERT-like bidirectional encoder.
+
+idx [B, T] (+ token_type_ids) -> embeddings (+ norm) [B, T, C]
+-> n_layer x TransformerBlock (bidirectional, post-norm for BERT) -> hidden [B, T, C]
+hidden -> mlm_head -> [B, T, vocab_size];  hidden -> pooler -> [B, C]
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from scratchllm.model.blocks import TransformerBlock
+from scratchllm.model.config import ModelConfig
+from scratchllm.model.embeddings import Embeddings, rope_cos_sin
+from scratchllm.model.gpt import check_input, init_weights
+from scratchllm.model.heads import MLMHead, Pooler
+from scratchllm.model.norms import make_norm
+from scratchllm.model.params import adamw_param_groups, count_parameters
+
+
+class EncoderModel(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        post = cfg.norm_position == "post"
+        # BERT normalises the summed embeddings; a pre-norm stack normalises at the end instead.
+        self.embed = Embeddings(cfg, norm=post)
+        self.blocks = nn.ModuleList(
+            TransformerBlock(cfg, i, causal=False) for i in range(cfg.n_layer)
+        )
+        self.norm_f = nn.Identity() if post else make_norm(cfg)
+        self.mlm_head = MLMHead(cfg)
+        self.pooler = Pooler(cfg)
+        init_weights(self, cfg)
+        if cfg.tie_embeddings:
+            self.mlm_head.decoder.weight = self.embed.wte.weight
+
+    def forward(
+        self,
+        idx: Tensor,
+        *,
+        attention_mask: Tensor | None = None,
+        token_type_ids: Tensor | None = None,
+    ) -> Tensor:
+        """Hidden states idx [B, T] -> [B, T, n_embd]; attention_mask [B, T] 0 = padding."""
+        check_input(self.cfg, idx, 0, attention_mask)
+        if token_type_ids is not None and token_type_ids.shape != idx.shape:
+            raise ValueError(
+                f"token_type_ids shape {tuple(token_type_ids.shape)} != idx shape "
+                f"{tuple(idx.shape)}"
+            )
+        positions = torch.arange(idx.shape[1], device=idx.device)  # [T]
+        x = self.embed(idx, positions, token_type_ids)  # [B, T, C]
+        rope = None
+        if self.cfg.pos_emb == "rope":
+            rope = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
+        for block in self.blocks:
+            x = block(x, attention_mask=attention_mask, rope=rope)
+        return self.norm_f(x)  # [B, T, C]
+
+    def features(self, idx: Tensor, *, attention_mask: Tensor | None = None) -> Tensor:
+        """Same as forward; the name classification heads call on any backbone."""
+        return self(idx, attention_mask=attention_mask)
+
+    def mlm_logits(self, hidden: Tensor) -> Tensor:
+        """Masked-LM logits from hidden states: [B, T, C] -> [B, T, vocab_size]."""
+        return self.mlm_head(hidden)
+
+    def pooled(self, hidden: Tensor) -> Tensor:
+        """Pooled (first-token) summary for classification: [B, T, C] -> [B, C]."""
+        return self.pooler(hidden)
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        return count_parameters(self, non_embedding=non_embedding)
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        return adamw_param_groups(self, weight_decay)

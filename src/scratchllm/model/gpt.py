@@ -1,0 +1,126 @@
+"""`GPTModel`: a decoder-only language model (GPT-2, or Llama-style, chosen by the config).
+
+idx [B, T] -> embeddings [B, T, C] -> n_layer x TransformerBlock -> final norm -> features
+features [B, T, C] -> lm_head -> logits [B, T, vocab_size]
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from scratchllm.model.blocks import TransformerBlock
+from scratchllm.model.config import ModelConfig
+from scratchllm.model.embeddings import Embeddings, rope_cos_sin
+from scratchllm.model.kv_cache import KVCache
+from scratchllm.model.norms import RMSNorm, make_norm
+from scratchllm.model.params import adamw_param_groups, count_parameters
+
+# Parameters at the end of a residual branch; GPT-2 scales their init by 1/sqrt(2 * n_layer) so
+# the residual stream's variance does not grow with depth (Radford et al. 2019, section 2.3).
+RESIDUAL_PROJECTIONS = ("out_proj.weight", "down_proj.weight")
+
+
+def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
+    """GPT-2 / BERT init: N(0, init_std) matrices and tables, zero biases, unit norms."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=cfg.init_std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=cfg.init_std)
+        elif isinstance(module, nn.LayerNorm):
+            module.reset_parameters()  # weight 1, bias 0
+        elif isinstance(module, RMSNorm):
+            nn.init.ones_(module.weight)
+    for name, p in model.named_parameters():
+        if name.endswith(RESIDUAL_PROJECTIONS):
+            nn.init.normal_(p, mean=0.0, std=cfg.init_std / math.sqrt(2 * cfg.n_layer))
+
+
+def check_input(cfg: ModelConfig, idx: Tensor, start: int, attention_mask: Tensor | None) -> None:
+    """Clear errors for ids [B, T] the model cannot take (skipped inside torch.compile)."""
+    if idx.dim() != 2:
+        raise ValueError(f"idx must have shape [batch, time], got {tuple(idx.shape)}")
+    if idx.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
+        raise ValueError(f"idx must hold integer token ids, got dtype {idx.dtype}")
+    t = idx.shape[1]
+    if t == 0:
+        raise ValueError("idx has no positions (T=0)")
+    if start + t > cfg.context_length:
+        raise ValueError(
+            f"sequence length {start + t} (cached {start} + new {t}) exceeds "
+            f"context_length {cfg.context_length}"
+        )
+    if attention_mask is not None and tuple(attention_mask.shape) != (idx.shape[0], start + t):
+        raise ValueError(
+            f"attention_mask shape {tuple(attention_mask.shape)} must be "
+            f"[batch, cached + new] = {(idx.shape[0], start + t)}"
+        )
+    if torch.compiler.is_compiling():
+        return
+    lo, hi = int(idx.min()), int(idx.max())
+    if lo < 0 or hi >= cfg.vocab_size:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"token id {bad} outside the vocabulary 0..{cfg.vocab_size - 1}")
+
+
+class GPTModel(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = Embeddings(cfg)
+        self.blocks = nn.ModuleList(TransformerBlock(cfg, i) for i in range(cfg.n_layer))
+        # A post-norm block already ends with a norm; a pre-norm stack needs a final one.
+        self.norm_f = make_norm(cfg) if cfg.norm_position == "pre" else nn.Identity()
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        init_weights(self, cfg)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.wte.weight  # one tensor, two uses
+
+    def features(
+        self,
+        idx: Tensor,
+        *,
+        attention_mask: Tensor | None = None,
+        kv_cache: KVCache | None = None,
+    ) -> Tensor:
+        """Hidden states after the final norm: idx [B, T] -> [B, T, n_embd].
+
+        attention_mask [B, cached + T]: 1 for real tokens, 0 for padding keys.
+        With a kv_cache, idx holds only the new tokens; their positions start at its length.
+        """
+        start = 0 if kv_cache is None else kv_cache.length
+        check_input(self.cfg, idx, start, attention_mask)
+        if kv_cache is not None:
+            kv_cache.check_room(idx.shape[1], idx.shape[0])
+        positions = torch.arange(start, start + idx.shape[1], device=idx.device)  # [T]
+        x = self.embed(idx, positions)  # [B, T, C]
+        rope = None
+        if self.cfg.pos_emb == "rope":
+            rope = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
+        for block in self.blocks:
+            x = block(x, attention_mask=attention_mask, kv_cache=kv_cache, rope=rope)
+        if kv_cache is not None:
+            kv_cache.advance(idx.shape[1])
+        return self.norm_f(x)  # [B, T, C]
+
+    def forward(
+        self,
+        idx: Tensor,
+        *,
+        attention_mask: Tensor | None = None,
+        kv_cache: KVCache | None = None,
+    ) -> Tensor:
+        """Next-token logits: idx [B, T] -> [B, T, vocab_size]."""
+        return self.lm_head(self.features(idx, attention_mask=attention_mask, kv_cache=kv_cache))
+
+    def num_parameters(self, non_embedding: bool = False) -> int:
+        return count_parameters(self, non_embedding=non_embedding)
+
+    def param_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW groups: decay on matmul weights only (not norms, biases, embeddings)."""
+        return adamw_param_groups(self, weight_decay)

@@ -1,0 +1,136 @@
+import pytest
+import torch
+
+from scratchllm.model import GPTModel, KVCache, get_preset
+
+TOL = 1e-5  # float32, absolute
+
+
+def test_gpt2_small_parameter_counts():
+    with torch.device("meta"):  # shapes only: no memory, no init time
+        released = GPTModel(get_preset("gpt2-small"))
+        untied = GPTModel(get_preset("gpt2-small", tie_embeddings=False, qkv_bias=False))
+    assert released.num_parameters() == 124_439_808
+    assert released.lm_head.weight is released.embed.wte.weight  # tying shares the tensor
+    assert untied.num_parameters() == 163_009_536
+    # Non-embedding count (Kaplan et al.): leaves out token and position tables.
+    assert released.num_parameters(non_embedding=True) == 124_439_808 - 50257 * 768 - 1024 * 768
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-llama"])
+def test_shapes_and_features(preset):
+    cfg = get_preset(preset)
+    model = GPTModel(cfg).eval()
+    idx = torch.randint(0, cfg.vocab_size, (2, 7))
+    logits = model(idx)
+    assert logits.shape == (2, 7, cfg.vocab_size)
+    hidden = model.features(idx)
+    assert hidden.shape == (2, 7, cfg.n_embd)
+    torch.testing.assert_close(model.lm_head(hidden), logits, atol=TOL, rtol=0)
+
+
+def test_scaled_residual_init():
+    cfg = get_preset("tiny", n_embd=256, n_head=4, n_layer=8)
+    model = GPTModel(cfg)
+    block = model.blocks[0]
+    scaled = 0.02 / (2 * cfg.n_layer) ** 0.5
+    assert abs(block.attn.out_proj.weight.std().item() - scaled) < 0.2 * scaled
+    assert abs(block.mlp.down_proj.weight.std().item() - scaled) < 0.2 * scaled
+    assert abs(block.attn.qkv.weight.std().item() - 0.02) < 0.002
+    assert torch.all(block.attn.qkv.bias == 0) and torch.all(block.norm1.weight == 1)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_param_groups(tie):
+    model = GPTModel(get_preset("tiny", tie_embeddings=tie))
+    decay, no_decay = model.param_groups(0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    ids = lambda group: {id(p) for p in group["params"]}  # noqa: E731
+    assert ids(decay).isdisjoint(ids(no_decay))
+    assert len(ids(decay) | ids(no_decay)) == len(list(model.parameters()))
+    assert all(p.dim() == 2 for p in decay["params"])
+    assert id(model.embed.wte.weight) in ids(no_decay)
+    assert id(model.embed.wpe.weight) in ids(no_decay)
+    assert id(model.blocks[0].attn.qkv.weight) in ids(decay)
+    assert (id(model.lm_head.weight) in ids(decay)) == (not tie)
+
+
+def test_bad_input_names_the_value():
+    cfg = get_preset("tiny")
+    model = GPTModel(cfg)
+    with pytest.raises(ValueError, match="65"):
+        model(torch.zeros(1, cfg.context_length + 1, dtype=torch.long))
+    with pytest.raises(ValueError, match="256"):
+        model(torch.tensor([[1, 256]]))
+    with pytest.raises(ValueError, match="-1"):
+        model(torch.tensor([[-1, 2]]))
+    with pytest.raises(ValueError, match="dtype"):
+        model(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="attention_mask"):
+        model(torch.zeros(2, 3, dtype=torch.long), attention_mask=torch.ones(2, 4))
+
+
+@pytest.mark.parametrize(
+    "preset, overrides",
+    [
+        ("tiny", {}),
+        ("tiny", {"pos_emb": "sinusoidal"}),
+        ("tiny-llama", {}),  # RoPE, GQA with 2 key/value heads
+        ("tiny-llama", {"n_kv_head": 1}),  # multi-query
+    ],
+)
+@pytest.mark.parametrize("impl", ["sdpa", "math"])
+def test_kv_cache_matches_full_forward(preset, overrides, impl):
+    cfg = get_preset(preset, attn_impl=impl, **overrides)
+    model = GPTModel(cfg).eval()
+    idx = torch.randint(0, cfg.vocab_size, (2, 12))
+    with torch.no_grad():
+        full = model(idx)
+        cache = KVCache.for_config(cfg, batch_size=2, max_len=16)
+        steps = [model(idx[:, :5], kv_cache=cache)]  # prefill 5
+        steps.append(model(idx[:, 5:8], kv_cache=cache))  # 3 at once on top of a cache
+        steps += [model(idx[:, t : t + 1], kv_cache=cache) for t in range(8, 12)]  # one by one
+    assert cache.length == 12
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=TOL, rtol=0)
+
+
+def test_kv_cache_errors():
+    cfg = get_preset("tiny")
+    model = GPTModel(cfg).eval()
+    cache = KVCache.for_config(cfg, batch_size=1, max_len=4)
+    with pytest.raises(ValueError, match="max_len 4"):
+        model(torch.zeros(1, 5, dtype=torch.long), kv_cache=cache)
+    with pytest.raises(ValueError, match="batch size 2"):
+        model(torch.zeros(2, 1, dtype=torch.long), kv_cache=cache)
+    model(torch.zeros(1, 3, dtype=torch.long), kv_cache=cache)
+    cache.crop(1)
+    assert cache.length == 1
+    with pytest.raises(ValueError, match="max_len"):
+        KVCache.for_config(cfg, batch_size=1, max_len=cfg.context_length + 1)
+
+
+def test_padding_mask_leaves_real_tokens_unchanged():
+    cfg = get_preset("tiny")
+    model = GPTModel(cfg).eval()
+    idx = torch.randint(0, cfg.vocab_size, (1, 5))
+    padded = torch.cat([idx, torch.zeros(1, 3, dtype=torch.long)], dim=1)  # right padding
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0, 0]])
+    with torch.no_grad():
+        ref = model(idx)
+        out = model(padded, attention_mask=mask)
+    torch.testing.assert_close(out[:, :5], ref, atol=TOL, rtol=0)
+
+
+def test_dropout_active_only_in_training():
+    model = GPTModel(get_preset("tiny", dropout=0.5))
+    idx = torch.randint(0, 256, (2, 8))
+    model.train()
+    assert not torch.equal(model(idx), model(idx))
+    model.eval()
+    assert torch.equal(model(idx), model(idx))
+
+
+def test_moves_between_dtypes():
+    model = GPTModel(get_preset("tiny-llama")).to(torch.bfloat16).eval()
+    logits = model(torch.randint(0, 256, (1, 6)))
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
