@@ -10,7 +10,6 @@ run on a fresh machine needs no data at all. The text differs slightly between P
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import inspect
 import warnings
@@ -36,9 +35,6 @@ DOCSTRING_MODULES = (
     "urllib.parse urllib.request uuid warnings wave weakref webbrowser xml.dom.minidom "
     "xml.etree.ElementTree xml.sax xmlrpc.client zipapp zipfile zipimport zlib zoneinfo"
 ).split()
-
-# Documents whose name hashes into this share of the 0..999 range form the validation split.
-DEFAULT_VAL_PER_MILLE = 100
 
 
 @dataclass(frozen=True)
@@ -90,19 +86,3 @@ def builtin_documents() -> list[BuiltinDocument]:
         if doc is not None:
             docs.append(doc)
     return docs
-
-
-def is_validation(name: str, val_per_mille: int = DEFAULT_VAL_PER_MILLE) -> bool:
-    """Deterministic split by document name: a stable hash, not Python's salted ``hash``."""
-    digest = hashlib.sha256(name.encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "big") % 1000 < val_per_mille
-
-
-def builtin_split(
-    val_per_mille: int = DEFAULT_VAL_PER_MILLE,
-) -> tuple[list[BuiltinDocument], list[BuiltinDocument]]:
-    """(train, validation) documents of the built-in corpus, split by document."""
-    docs = builtin_documents()
-    train = [d for d in docs if not is_validation(d.name, val_per_mille)]
-    val = [d for d in docs if is_validation(d.name, val_per_mille)]
-    return train, val

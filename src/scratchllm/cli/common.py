@@ -1,0 +1,106 @@
+"""Argument helpers shared by the training commands."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from scratchllm.train.config import TrainConfig
+
+if TYPE_CHECKING:
+    from scratchllm.train.pretrain import PretrainReport
+
+# The demo's model: small enough to learn ~1 MB of text on a 2-core CPU in a few minutes.
+DEFAULT_MODEL = {"context_length": 128, "n_embd": 192, "n_layer": 4, "n_head": 6, "dropout": 0.0}
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("model")
+    g.add_argument(
+        "--context-length",
+        type=int,
+        default=DEFAULT_MODEL["context_length"],
+        help="tokens per training window (default %(default)s)",
+    )
+    g.add_argument("--n-embd", type=int, default=DEFAULT_MODEL["n_embd"], help="model width")
+    g.add_argument(
+        "--n-layer", type=int, default=DEFAULT_MODEL["n_layer"], help="transformer blocks"
+    )
+    g.add_argument("--n-head", type=int, default=DEFAULT_MODEL["n_head"], help="attention heads")
+    g.add_argument("--dropout", type=float, default=DEFAULT_MODEL["dropout"])
+    g.add_argument("--untied", action="store_true", help="separate output head (no weight tying)")
+    g.add_argument(
+        "--vocab-size",
+        type=int,
+        default=4096,
+        help="BPE vocabulary size, incl. 256 bytes and special tokens (default 4096)",
+    )
+
+
+def add_train_args(parser: argparse.ArgumentParser, steps: int = 1000) -> None:
+    g = parser.add_argument_group("training")
+    g.add_argument("--steps", type=int, default=steps, help="optimizer steps (default %(default)s)")
+    g.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="stop after this many minutes of training even if steps remain",
+    )
+    g.add_argument("--batch-size", type=int, default=16)
+    g.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
+    g.add_argument("--min-lr", type=float, default=2e-4, help="floor of the cosine decay")
+    g.add_argument("--warmup-steps", type=int, default=50)
+    g.add_argument("--weight-decay", type=float, default=0.1)
+    g.add_argument("--eval-interval", type=int, default=100)
+    g.add_argument(
+        "--save-interval",
+        type=int,
+        default=0,
+        help="steps between resumable checkpoints (0 = none)",
+    )
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
+    g.add_argument("--seed", type=int, default=1337)
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "context_length": args.context_length,
+        "n_embd": args.n_embd,
+        "n_layer": args.n_layer,
+        "n_head": args.n_head,
+        "dropout": args.dropout,
+        "tie_embeddings": not args.untied,
+    }
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        max_steps=args.steps,
+        max_seconds=args.max_minutes * 60 if args.max_minutes else None,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        min_lr=min(args.min_lr, args.lr),
+        warmup_steps=min(args.warmup_steps, args.steps),
+        weight_decay=args.weight_decay,
+        eval_interval=args.eval_interval,
+        save_interval=args.save_interval,
+        device=args.device,
+        seed=args.seed,
+    )
+
+
+def print_report(report: PretrainReport) -> None:
+    r = report.result
+    print()
+    for prompt, text in report.samples:
+        print(f"--- {prompt!r}\n{prompt}{text}\n")
+    print(
+        f"trained {r.step} steps on {r.tokens:,} tokens in {r.seconds:.0f} s "
+        f"({r.tokens / max(r.seconds, 1e-9):,.0f} tokens/s; stopped: {r.stopped})"
+    )
+    print(f"validation loss:             {report.val_loss:.3f} nats/token")
+    print(f"unigram baseline (same ids): {report.unigram_loss:.3f} nats/token")
+    print(f"margin:                      {report.unigram_loss - report.val_loss:.3f} nats/token")
+    print(f"run saved to {report.run_dir}/ (weights, tokenizer, config, metrics.jsonl, loss.png)")
+    print(f'continue with: scratchllm generate --run {report.run_dir} --prompt "The "')

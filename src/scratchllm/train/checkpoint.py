@@ -1,0 +1,295 @@
+"""Run directories and checkpoints, written atomically so that nothing is ever half-saved.
+
+A run directory holds everything needed to use a trained model::
+
+    RUN/
+      config.json          {"format": "scratchllm-run", "version": 1, "model": {...ModelConfig}}
+      model.safetensors    final (or best) weights
+      tokenizer.json       the tokenizer, in scratchllm's own format
+      train_config.json    the TrainConfig used
+      metrics.jsonl        one JSON record per logged step / evaluation
+      loss.png             training and validation loss curves
+      checkpoints/step-000200/{model.safetensors, optimizer.pt, state.json, manifest.json}
+
+Every file is first written beside its target under a temporary name, flushed with fsync, then
+renamed over the target (``os.replace`` is atomic on POSIX). A checkpoint directory is assembled
+under a temporary name and renamed into place, with a manifest of SHA-256 digests written last, so
+a directory without a valid manifest is known to be incomplete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from scratchllm.errors import CheckpointError
+
+RUN_FORMAT = "scratchllm-run"
+RUN_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
+MANIFEST_FILE = "manifest.json"
+
+
+# --------------------------------------------------------------------------------- atomic files
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -------------------------------------------------------------------------------------- weights
+
+
+def weights_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's tensors with tied duplicates removed (safetensors stores each storage once)."""
+    state, seen = {}, {}
+    for name, tensor in model.state_dict().items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if key in seen:
+            continue
+        seen[key] = name
+        state[name] = tensor.detach().to("cpu").contiguous()
+    return state
+
+
+def weights_bytes(model: nn.Module, metadata: dict[str, str] | None = None) -> bytes:
+    from safetensors.torch import save
+
+    return save(weights_state(model), metadata=metadata)
+
+
+def save_weights(
+    model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None
+) -> None:
+    atomic_write_bytes(path, weights_bytes(model, metadata))
+
+
+def load_weights(model: nn.Module, path: str | Path) -> None:
+    """Load safetensors weights into ``model``; every missing or mis-shaped tensor is listed."""
+    path = Path(path)
+    try:
+        tensors = load_file(path, device="cpu")
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: weights file not found") from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from None
+    expected = model.state_dict()
+    problems = [f"unexpected tensor {k}" for k in sorted(set(tensors) - set(expected))]
+    for name, tensor in expected.items():
+        if name in tensors and tuple(tensors[name].shape) != tuple(tensor.shape):
+            problems.append(
+                f"{name}: shape {tuple(tensors[name].shape)} in file, {tuple(tensor.shape)} in model"
+            )
+    missing = [k for k in expected if k not in tensors]
+    # A tied tensor is stored once; its twin is satisfied through the shared storage.
+    missing = [k for k in missing if not _is_tied_twin(model, k, tensors)]
+    problems += [f"missing tensor {k}" for k in missing]
+    if problems:
+        raise CheckpointError(f"{path}: weights do not match the model: " + "; ".join(problems))
+    model.load_state_dict(tensors, strict=False)
+
+
+def _is_tied_twin(model: nn.Module, name: str, tensors: dict[str, torch.Tensor]) -> bool:
+    state = model.state_dict()
+    ptr = state[name].untyped_storage().data_ptr()
+    return any(
+        other in tensors and state[other].untyped_storage().data_ptr() == ptr
+        for other in state
+        if other != name
+    )
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    state: dict[str, Any],
+) -> Path:
+    """Write a complete checkpoint directory atomically; returns its path."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        files = {WEIGHTS_FILE: weights_bytes(model)}
+        if optimizer is not None:
+            buffer = io.BytesIO()
+            torch.save(optimizer.state_dict(), buffer)
+            files["optimizer.pt"] = buffer.getvalue()
+        files["state.json"] = (json.dumps(state, indent=2, sort_keys=True) + "\n").encode()
+        for name, data in files.items():
+            atomic_write_bytes(tmp / name, data)
+        manifest = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+        atomic_write_json(tmp / MANIFEST_FILE, manifest)
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+        _fsync_dir(directory.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def verify_checkpoint(directory: str | Path) -> None:
+    """Raise CheckpointError unless every file listed in the manifest is present and intact."""
+    directory = Path(directory)
+    manifest = read_json(directory / MANIFEST_FILE)
+    for name, digest in manifest.items():
+        path = directory / name
+        if not path.is_file():
+            raise CheckpointError(f"{path}: listed in the manifest but missing")
+        if sha256_file(path) != digest:
+            raise CheckpointError(f"{path}: contents do not match the manifest (corrupt)")
+
+
+def load_checkpoint(
+    directory: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> dict[str, Any]:
+    """Verify, then load weights (and optimizer state) on the CPU first; returns ``state``."""
+    directory = Path(directory)
+    verify_checkpoint(directory)
+    load_weights(model, directory / WEIGHTS_FILE)
+    if optimizer is not None:
+        opt_state = torch.load(directory / "optimizer.pt", map_location="cpu", weights_only=True)
+        optimizer.load_state_dict(opt_state)
+    return read_json(directory / "state.json")
+
+
+def list_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Complete step checkpoints of a run, oldest first."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [
+        p for p in root.iterdir() if p.name.startswith("step-") and (p / MANIFEST_FILE).exists()
+    ]
+    return sorted(found, key=lambda p: p.name)
+
+
+def prune_checkpoints(run_dir: str | Path, keep_last: int, keep: set[Path] = frozenset()) -> None:
+    """Delete all but the newest ``keep_last`` step checkpoints (and any in ``keep``)."""
+    checkpoints = list_checkpoints(run_dir)
+    for path in checkpoints[: max(0, len(checkpoints) - keep_last)]:
+        if path not in keep:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------ runs
+
+
+@dataclass
+class Run:
+    """A loaded run: the model (eval mode), its tokenizer, and the raw config record."""
+
+    path: Path
+    model: nn.Module
+    tokenizer: Any
+    config: dict[str, Any]
+
+
+def save_run(run_dir: str | Path, model: nn.Module, model_config: Any, tokenizer: Any) -> None:
+    """Write config, weights and tokenizer of a run (each file atomically)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(run_dir)
+    save_weights(model, run_dir / WEIGHTS_FILE, metadata={"format": RUN_FORMAT})
+    record = {
+        "format": RUN_FORMAT,
+        "version": RUN_VERSION,
+        "architecture": type(model).__name__,
+        "model": model_config.to_dict(),
+    }
+    atomic_write_json(run_dir / CONFIG_FILE, record)
+
+
+def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
+    """Load a run directory written by :func:`save_run` (or by training)."""
+    from scratchllm.model import GPTModel, ModelConfig
+    from scratchllm.tokenizer import load_tokenizer
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"{run_dir}: run directory not found")
+    record = read_json(run_dir / CONFIG_FILE)
+    if not isinstance(record, dict) or record.get("format") != RUN_FORMAT:
+        raise CheckpointError(f"{run_dir / CONFIG_FILE}: not a scratchllm run config")
+    if record.get("version", 0) > RUN_VERSION:
+        raise CheckpointError(
+            f"{run_dir / CONFIG_FILE}: format version {record['version']} is newer than this "
+            f"scratchllm understands ({RUN_VERSION}); upgrade scratchllm"
+        )
+    if "model" not in record:
+        raise CheckpointError(f"{run_dir / CONFIG_FILE}: field 'model' is missing")
+    model_config = ModelConfig.from_dict(record["model"])
+    model = GPTModel(model_config)
+    load_weights(model, run_dir / WEIGHTS_FILE)
+    tokenizer = load_tokenizer(run_dir)
+    model.to(device).eval()
+    return Run(path=run_dir, model=model, tokenizer=tokenizer, config=record)

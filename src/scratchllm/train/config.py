@@ -1,0 +1,78 @@
+"""Training configuration: one dataclass, validated on construction, saved as JSON with each run."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from scratchllm.errors import ConfigError
+
+
+@dataclass
+class TrainConfig:
+    # --- length of the run -------------------------------------------------------------------
+    max_steps: int = 1000  # optimizer steps (each may accumulate several micro-batches)
+    max_seconds: float | None = None  # stop early after this wall time (the schedule still decays)
+    # --- batches -------------------------------------------------------------------------------
+    batch_size: int = 16  # sequences per micro-batch
+    grad_accum: int = 1  # micro-batches per optimizer step
+    # --- optimizer: AdamW -------------------------------------------------------------------------
+    lr: float = 3e-4  # peak learning rate, reached after warm-up
+    min_lr: float = 3e-5  # floor of the cosine decay
+    warmup_steps: int = 100  # linear warm-up from 0 to lr
+    weight_decay: float = 0.1  # applied to matmul weights only (not norms, biases, embeddings)
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-8
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    # --- evaluation and logging ------------------------------------------------------------------
+    eval_interval: int = 200  # steps between validation passes (and at the end)
+    eval_batches: int = 20  # validation micro-batches per pass; 0 = whole validation set
+    log_interval: int = 10  # steps between metric records
+    # --- checkpoints -------------------------------------------------------------------------------
+    save_interval: int = 0  # steps between checkpoints; 0 = only at the end
+    keep_last: int = 2  # step checkpoints kept besides the best and the final weights
+    # --- robustness ---------------------------------------------------------------------------------
+    max_bad_steps: int = 5  # consecutive non-finite losses/gradients tolerated before stopping
+    # --- hardware ----------------------------------------------------------------------------------
+    device: str = "auto"  # "auto" picks cuda, then mps, then cpu
+    dtype: str = (
+        "auto"  # autocast dtype: "auto" (bf16 on cuda, fp32 elsewhere), "float32", "bfloat16"
+    )
+    compile: bool = False  # torch.compile the model
+    seed: int = 1337
+
+    def __post_init__(self) -> None:
+        positive = ("max_steps", "batch_size", "grad_accum", "eval_interval", "log_interval")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "save_interval", "keep_last", "eval_batches"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ConfigError(f"TrainConfig.lr must be > 0, got {self.lr}")
+        if not 0 <= self.min_lr <= self.lr:
+            raise ConfigError(f"TrainConfig.min_lr must be in [0, lr={self.lr}], got {self.min_lr}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ConfigError("TrainConfig.weight_decay and grad_clip must be >= 0")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ConfigError(
+                f"TrainConfig betas must be in [0, 1), got {self.beta1}, {self.beta2}"
+            )
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ConfigError(
+                f"TrainConfig.dtype must be auto/float32/bfloat16, got {self.dtype!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig field(s): {', '.join(unknown)}")
+        return cls(**data)

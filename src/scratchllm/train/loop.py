@@ -1,0 +1,375 @@
+"""The training loop: a plain PyTorch loop shared by pretraining and fine-tuning.
+
+One optimizer step = ``grad_accum`` micro-batches. The loop owns the schedule, clipping,
+evaluation, metrics, checkpoints, signal handling and exact resume; what a batch means and how its
+loss is computed is given by the caller as ``loss_fn(model, batch) -> (loss, n_tokens)``.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from scratchllm.train import checkpoint as ckpt
+from scratchllm.train.config import TrainConfig
+from scratchllm.train.metrics import MetricsLog, flops_per_token, peak_tflops, plot_runs
+from scratchllm.train.optim import build_optimizer, lr_at
+
+LossFn = Callable[[nn.Module, Any], tuple[torch.Tensor, int]]
+
+
+def next_token_loss(model: nn.Module, batch: Any) -> tuple[torch.Tensor, int]:
+    """Mean cross-entropy of predicting ``targets`` (inputs shifted by one); -100 is ignored."""
+    inputs, targets = batch[0], batch[1]
+    logits = model(inputs)  # [B, T, V]
+    loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+    return loss, int((targets != -100).sum())
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for plain float32."""
+    name = cfg.dtype
+    if name == "auto":
+        name = "bfloat16" if device.type == "cuda" else "float32"
+    return None if name == "float32" else getattr(torch, name)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+@dataclass
+class TrainResult:
+    step: int  # optimizer steps completed
+    train_loss: float  # mean loss of the last logged window of steps
+    val_loss: float | None  # last validation loss
+    best_val_loss: float | None
+    tokens: int  # target tokens trained on
+    seconds: float  # wall time of this call
+    stopped: str  # "max_steps", "max_seconds", "signal" or "non_finite"
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM; the loop finishes the current step, saves and returns."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopFlag:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:  # a second signal: give up at once
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state().tolist()}
+    if torch.cuda.is_available():
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Callable[[], Iterator[Any]],
+    loss_fn: LossFn,
+    device: torch.device,
+    max_batches: int = 0,
+    amp_dtype: torch.dtype | None = None,
+) -> float:
+    """Token-weighted mean loss over (at most ``max_batches``) validation batches."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    amp = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
+    for i, batch in enumerate(batches()):
+        if max_batches and i >= max_batches:
+            break
+        with amp:
+            loss, n = loss_fn(model, to_device(batch, device))
+        total += loss.item() * n
+        count += n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+class Trainer:
+    """Runs ``cfg.max_steps`` optimizer steps of ``model`` on batches from ``train_loader``.
+
+    ``train_loader`` must offer ``batches()`` (an endless iterator over epochs) and, for exact
+    resume, ``state_dict()`` / ``load_state_dict()``. ``val_batches`` is a callable returning a
+    fresh iterator over validation batches. ``run_dir`` (optional) receives metrics, plots and
+    checkpoints.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        train_loader: Any,
+        val_batches: Callable[[], Iterator[Any]] | None = None,
+        *,
+        run_dir: str | Path | None = None,
+        loss_fn: LossFn = next_token_loss,
+        on_eval: Callable[[int, float], None] | None = None,
+        progress: bool = True,
+        device: torch.device | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.device = device or resolve_device(cfg.device)
+        self.model = model.to(self.device)
+        self.train_loader = train_loader
+        self.val_batches = val_batches
+        self.loss_fn = loss_fn
+        self.on_eval = on_eval
+        self.progress = progress
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.amp_dtype = autocast_dtype(cfg, self.device)
+        self.optimizer = build_optimizer(self.model, cfg, self.device)
+        self.forward_model = torch.compile(self.model) if cfg.compile else self.model
+        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl" if self.run_dir else None)
+        self.step = 0
+        self.tokens = 0
+        self.best_val: float | None = None
+        self.bad_steps = 0
+        self.skipped_steps = 0
+        self._last_grad_norm = float("nan")
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+
+    # ------------------------------------------------------------------------------ checkpoints
+
+    def state(self) -> dict[str, Any]:
+        loader_state = (
+            self.train_loader.state_dict() if hasattr(self.train_loader, "state_dict") else None
+        )
+        return {
+            "step": self.step,
+            "tokens": self.tokens,
+            "best_val": self.best_val,
+            "skipped_steps": self.skipped_steps,
+            "loader": loader_state,
+            "rng": _rng_state(),
+            "train_config": self.cfg.to_dict(),
+        }
+
+    def save(self) -> Path | None:
+        if self.run_dir is None:
+            return None
+        path = self.run_dir / "checkpoints" / f"step-{self.step:07d}"
+        ckpt.save_checkpoint(path, self.model, self.optimizer, self.state())
+        ckpt.prune_checkpoints(self.run_dir, self.cfg.keep_last)
+        return path
+
+    def resume(self, directory: str | Path) -> None:
+        """Continue exactly where a checkpoint left off (weights, optimizer, RNG, loader)."""
+        state = ckpt.load_checkpoint(directory, self.model, self.optimizer)
+        self.step, self.tokens = state["step"], state["tokens"]
+        self.best_val, self.skipped_steps = state["best_val"], state.get("skipped_steps", 0)
+        if state.get("loader") is not None:
+            self.train_loader.load_state_dict(state["loader"])
+        _set_rng_state(state["rng"])
+        self.metrics.truncate_after(self.step)
+
+    # ------------------------------------------------------------------------------------ steps
+
+    def _micro_step(self, batch: Any) -> tuple[float, int]:
+        amp = (
+            torch.autocast(self.device.type, dtype=self.amp_dtype)
+            if self.amp_dtype
+            else nullcontext()
+        )
+        with amp:
+            loss, n_tokens = self.loss_fn(self.forward_model, to_device(batch, self.device))
+        (loss / self.cfg.grad_accum).backward()
+        return loss.item(), n_tokens
+
+    def train_step(self, batches: Iterator[Any]) -> float | None:
+        """One optimizer step; returns its mean loss, or None when skipped as non-finite."""
+        lr = lr_at(self.step, self.cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        losses, n_total = [], 0
+        for _ in range(self.cfg.grad_accum):
+            loss, n = self._micro_step(next(batches))
+            losses.append(loss)
+            n_total += n
+        clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        mean_loss = sum(losses) / len(losses)
+        if not (math.isfinite(mean_loss) and math.isfinite(grad_norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.bad_steps += 1
+            self.skipped_steps += 1
+            self.step += 1
+            return None
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.bad_steps = 0
+        self.step += 1
+        self.tokens += n_total
+        self._last_grad_norm = grad_norm
+        return mean_loss
+
+    def _evaluate(self) -> float | None:
+        if self.val_batches is None:
+            return None
+        val = evaluate(
+            self.model,
+            self.val_batches,
+            self.loss_fn,
+            self.device,
+            self.cfg.eval_batches,
+            self.amp_dtype,
+        )
+        self.metrics.write({"step": self.step, "val_loss": val, "val_ppl": math.exp(min(val, 50))})
+        if self.best_val is None or val < self.best_val:
+            self.best_val = val
+        if self.on_eval:
+            self.on_eval(self.step, val)
+        return val
+
+    # ------------------------------------------------------------------------------------- run
+
+    def fit(self) -> TrainResult:
+        cfg = self.cfg
+        start_time = time.perf_counter()
+        self.model.train()
+        batches = self.train_loader.batches()
+        peak = peak_tflops(self.device)
+        fpt = self._flops_per_token()
+        window_losses: list[float] = []
+        window_tokens, window_start = 0, time.perf_counter()
+        val, stopped = None, "max_steps"
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=self.step,
+            disable=not self.progress,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+        )
+        with _StopFlag() as stop:
+            while self.step < cfg.max_steps:
+                tokens_before = self.tokens
+                loss = self.train_step(batches)
+                bar.update(1)
+                if loss is None:
+                    if self.bad_steps >= cfg.max_bad_steps:
+                        stopped = "non_finite"
+                        bar.write(
+                            f"stopping: {self.bad_steps} consecutive steps had a non-finite "
+                            f"loss or gradient norm (limit max_bad_steps={cfg.max_bad_steps})"
+                        )
+                        break
+                    continue
+                window_losses.append(loss)
+                window_tokens += self.tokens - tokens_before
+                if self.step % cfg.log_interval == 0 or self.step == cfg.max_steps:
+                    elapsed = time.perf_counter() - window_start
+                    record = {
+                        "step": self.step,
+                        "loss": sum(window_losses) / len(window_losses),
+                        "lr": lr_at(self.step - 1, cfg),
+                        "grad_norm": self._last_grad_norm,
+                        "tokens": self.tokens,
+                        "tokens_per_s": window_tokens / max(elapsed, 1e-9),
+                        "elapsed_s": time.perf_counter() - start_time,
+                    }
+                    if peak and fpt:
+                        record["mfu"] = record["tokens_per_s"] * fpt / (peak * 1e12)
+                    self.metrics.write(record)
+                    postfix = {
+                        "loss": f"{record['loss']:.3f}",
+                        "lr": f"{record['lr']:.1e}",
+                        "tok/s": f"{record['tokens_per_s']:.0f}",
+                    }
+                    if "mfu" in record:
+                        postfix["mfu"] = f"{100 * record['mfu']:.0f}%"
+                    if val is not None:
+                        postfix["val"] = f"{val:.3f}"
+                    bar.set_postfix(postfix, refresh=False)
+                    window_losses, window_tokens, window_start = [], 0, time.perf_counter()
+                over_time = cfg.max_seconds and time.perf_counter() - start_time > cfg.max_seconds
+                if self.step % cfg.eval_interval == 0 or self.step == cfg.max_steps or over_time:
+                    val = self._evaluate()
+                if cfg.save_interval and self.step % cfg.save_interval == 0:
+                    self.save()
+                if stop.signum is not None:
+                    stopped = "signal"
+                    bar.write(f"received signal {stop.signum}: saving a checkpoint and stopping")
+                    break
+                if over_time:
+                    stopped = "max_seconds"
+                    break
+        bar.close()
+        if self.run_dir is not None:
+            if stopped == "signal" or cfg.save_interval:
+                self.save()
+            if self.metrics.records:
+                plot_runs([(self.run_dir.name, self.metrics.records)], self.run_dir / "loss.png")
+        train_losses = [r["loss"] for r in self.metrics.records if "loss" in r]
+        return TrainResult(
+            step=self.step,
+            train_loss=train_losses[-1] if train_losses else float("nan"),
+            val_loss=val,
+            best_val_loss=self.best_val,
+            tokens=self.tokens,
+            seconds=time.perf_counter() - start_time,
+            stopped=stopped,
+            history=list(self.metrics.records),
+        )
+
+    def _flops_per_token(self) -> float | None:
+        config = getattr(self.model, "cfg", None)
+        if config is None or not hasattr(config, "n_layer"):
+            return None
+        n_params = sum(p.numel() for p in self.model.parameters())
+        return flops_per_token(n_params, config.n_layer, config.n_embd, config.context_length)

@@ -1,0 +1,195 @@
+"""Text in, trained GPT out: the end-to-end job behind ``scratchllm demo`` and ``scratchllm train``.
+
+documents ─► split by document ─► BPE tokenizer ─► token ids ─► sliding windows ─► Trainer ─► run dir
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from scratchllm.data.encode import encode_documents
+from scratchllm.data.loaders import EpochLoader
+from scratchllm.data.sources import Document, split_documents
+from scratchllm.data.windows import WindowDataset
+from scratchllm.errors import DataError
+from scratchllm.model import GPTModel, ModelConfig
+from scratchllm.tokenizer import BPETokenizer
+from scratchllm.train.checkpoint import atomic_write_json, save_run
+from scratchllm.train.config import TrainConfig
+from scratchllm.train.loop import Trainer, TrainResult
+
+# Share of held-out data when a corpus has too few documents to split by document.
+TOKEN_SPLIT_VAL_FRACTION = 0.1
+
+
+@dataclass
+class PretrainReport:
+    run_dir: Path
+    result: TrainResult
+    val_loss: float  # over the whole validation split, nats per token
+    unigram_loss: float  # cross-entropy of a unigram model fitted on train ids, same tokens
+    train_tokens: int
+    val_tokens: int
+    tokenizer_seconds: float
+    samples: list[tuple[str, str]] = field(default_factory=list)
+
+
+def unigram_cross_entropy(train_ids: np.ndarray, eval_ids: np.ndarray, vocab_size: int) -> float:
+    """Cross-entropy (nats/token) on ``eval_ids`` of add-one-smoothed token frequencies of train.
+
+    The baseline a model beats only by using context: it knows every token's frequency, nothing more.
+    """
+    counts = np.bincount(train_ids.astype(np.int64), minlength=vocab_size).astype(np.float64) + 1.0
+    log_probs = np.log(counts / counts.sum())
+    return float(-log_probs[eval_ids.astype(np.int64)].mean())
+
+
+def window_targets(dataset: WindowDataset) -> np.ndarray:
+    """Every target id of a dataset's windows (the tokens its loss is measured on)."""
+    return np.concatenate([dataset[i][1].numpy() for i in range(len(dataset))])
+
+
+def split_ids(
+    train_docs: Sequence[Document], val_docs: Sequence[Document], tokenizer: Any
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids of both splits; with no validation documents, the last 10% of the train ids."""
+    train_ids = encode_documents(train_docs, tokenizer)
+    if val_docs:
+        return train_ids, encode_documents(val_docs, tokenizer)
+    cut = int(len(train_ids) * (1 - TOKEN_SPLIT_VAL_FRACTION))
+    return train_ids[:cut], train_ids[cut:]
+
+
+def pretrain(
+    docs: Sequence[Document],
+    run_dir: str | Path,
+    model_overrides: dict[str, Any],
+    train_cfg: TrainConfig,
+    *,
+    vocab_size: int = 4096,
+    val_fraction: float = 0.1,
+    stride: int | None = None,
+    tokenizer: Any = None,
+    prompts: Sequence[str] = (),
+    sample_tokens: int = 40,
+    log: Callable[[str], None] = print,
+    progress: bool = True,
+) -> PretrainReport:
+    """Train a tokenizer (unless given) and a GPT on ``docs``; save everything to ``run_dir``."""
+    run_dir = Path(run_dir)
+    torch.manual_seed(train_cfg.seed)
+    train_docs, val_docs = split_documents(docs, val_fraction, seed=train_cfg.seed)
+    n_chars = sum(len(d.text) for d in docs)
+    log(
+        f"corpus: {len(docs)} documents, {n_chars:,} characters "
+        f"({len(train_docs)} train / {len(val_docs)} validation documents)"
+    )
+
+    t0 = time.perf_counter()
+    if tokenizer is None:
+        log(f"training a byte-level BPE tokenizer (vocab {vocab_size:,}) ...")
+        tokenizer = BPETokenizer.train((d.text for d in train_docs), vocab_size)
+    train_ids, val_ids = split_ids(train_docs, val_docs, tokenizer)
+    tokenizer_seconds = time.perf_counter() - t0
+    log(
+        f"tokens: {len(train_ids):,} train, {len(val_ids):,} validation "
+        f"({n_chars / max(1, len(train_ids) + len(val_ids)):.2f} characters/token, "
+        f"{tokenizer_seconds:.1f} s)"
+    )
+
+    model_cfg = ModelConfig(**{**model_overrides, "vocab_size": tokenizer.vocab_size})
+    context = model_cfg.context_length
+    stride = stride or context
+    try:
+        train_ds = WindowDataset(train_ids, context, stride)
+    except DataError as exc:
+        raise DataError(f"training split too small: {exc}") from None
+    if len(val_ids) < context + 1:  # short validation split: evaluate on shorter windows
+        val_ds = WindowDataset(val_ids, context, context, last="pad", pad_id=tokenizer.eot_id)
+    else:
+        val_ds = WindowDataset(val_ids, context, context)
+    if len(val_ds) == 0:
+        raise DataError(f"validation split has {len(val_ids)} tokens, too few for one window")
+    if len(train_ds) < train_cfg.batch_size:
+        raise DataError(
+            f"training split has {len(train_ds)} windows of {context} tokens, fewer than "
+            f"batch_size={train_cfg.batch_size}; use a larger corpus or a smaller batch/context"
+        )
+    train_loader = EpochLoader(train_ds, train_cfg.batch_size, shuffle=True, seed=train_cfg.seed)
+    val_loader = EpochLoader(val_ds, train_cfg.batch_size, shuffle=False, drop_last=False)
+
+    model = GPTModel(model_cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(
+        f"model: {n_params / 1e6:.2f}M parameters "
+        f"(n_layer={model_cfg.n_layer}, n_head={model_cfg.n_head}, n_embd={model_cfg.n_embd}, "
+        f"context_length={context}); {len(train_ds):,} training windows, "
+        f"{len(train_loader)} batches/epoch"
+    )
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    atomic_write_json(run_dir / "train_config.json", train_cfg.to_dict())
+    trainer = Trainer(
+        model,
+        train_cfg,
+        train_loader,
+        lambda: iter(_one_epoch(val_loader)),
+        run_dir=run_dir,
+        progress=progress,
+    )
+    result = trainer.fit()
+    model = trainer.model.eval()
+    save_run(run_dir, model, model_cfg, tokenizer)
+
+    # Final figures over the whole validation split, and the unigram baseline on the same tokens.
+    from scratchllm.train.loop import evaluate, next_token_loss
+
+    val_loss = evaluate(
+        model, lambda: iter(_one_epoch(val_loader)), next_token_loss, trainer.device
+    )
+    targets = window_targets(val_ds)
+    targets = targets[targets >= 0]
+    unigram = unigram_cross_entropy(train_ids, targets, tokenizer.vocab_size)
+    report = PretrainReport(
+        run_dir, result, val_loss, unigram, len(train_ids), len(val_ids), tokenizer_seconds
+    )
+    report.samples = _samples(model, tokenizer, prompts, sample_tokens, train_cfg.seed)
+    atomic_write_json(
+        run_dir / "summary.json",
+        {
+            "val_loss": val_loss,
+            "unigram_loss": unigram,
+            "steps": result.step,
+            "tokens_trained": result.tokens,
+            "train_seconds": result.seconds,
+            "train_tokens": len(train_ids),
+            "val_tokens": len(val_ids),
+            "perplexity": math.exp(min(val_loss, 50)),
+            "stopped": result.stopped,
+        },
+    )
+    return report
+
+
+def _one_epoch(loader: EpochLoader):
+    """One pass over a non-shuffled loader, from its first batch."""
+    loader.load_state_dict({"epoch": 0, "batch_index": 0})
+    yield from loader
+
+
+def _samples(model, tokenizer, prompts, max_new_tokens, seed) -> list[tuple[str, str]]:
+    from scratchllm.generate import SamplingConfig, complete
+
+    sampling = SamplingConfig(temperature=0.8, top_k=40)
+    return [
+        (p, complete(model, tokenizer, p, max_new_tokens, sampling, seed=seed)) for p in prompts
+    ]
