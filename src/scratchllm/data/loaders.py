@@ -1,4 +1,4 @@
-"""Deterministic, resumable batch loaders.
+"""Deterministic, resumable batch loaders: ``EpochLoader`` over windows, ``ShardSampler`` over shards.
 
 ``EpochLoader`` visits every window of a dataset once per epoch in a seeded random order. Its whole
 state is ``(epoch, batch_index)``: the order of epoch ``e`` is a pure function of ``(seed, e)``, so
@@ -8,6 +8,7 @@ state is ``(epoch, batch_index)``: the order of epoch ``e`` is a pure function o
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -141,3 +142,100 @@ class EpochLoader:
                 raise ValueError(f"loader state has {key}={state[key]}, this loader has {mine}")
         self.epoch = int(state["epoch"])
         self.batch_index = int(state["batch_index"])
+
+
+class ShardSampler:
+    """Random windows from pretokenized shards, for corpora too large to walk window by window.
+
+    Batch ``k`` is a pure function of ``(seed, k)``: ``batch_size`` offsets drawn uniformly from all
+    positions where a window of ``max_length + 1`` ids fits inside one shard (windows never straddle
+    two shard files). The state is just ``k``, so resuming gives exactly the batches that would have
+    come next.
+    """
+
+    def __init__(
+        self,
+        shards: Sequence[np.ndarray],
+        batch_size: int,
+        max_length: int,
+        *,
+        seed: int = 0,
+        device: str | torch.device | None = None,
+    ) -> None:
+        from scratchllm.errors import DataError
+
+        if batch_size < 1 or max_length < 1:
+            raise ValueError(
+                f"batch_size and max_length must be >= 1, got {batch_size}, {max_length}"
+            )
+        self.shards = list(shards)
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.seed = seed
+        self.device = device
+        self.step = 0
+        self._valid = np.array([max(0, len(a) - max_length) for a in self.shards], dtype=np.int64)
+        self._ends = np.cumsum(self._valid)
+        if not len(self._ends) or self._ends[-1] == 0:
+            longest = max((len(a) for a in self.shards), default=0)
+            raise DataError(
+                f"corpus has {longest} tokens in its longest shard, fewer than "
+                f"max_length+1 = {max_length + 1} needed for one training window"
+            )
+
+    @classmethod
+    def from_dir(
+        cls, out_dir: str | Path, split: str, batch_size: int, max_length: int, **kwargs: Any
+    ) -> ShardSampler:
+        """A sampler over the shards that ``scratchllm data prepare`` wrote to ``out_dir``."""
+        from scratchllm.data.shards import open_shards
+
+        return cls(open_shards(out_dir, split), batch_size, max_length, **kwargs)
+
+    @property
+    def num_offsets(self) -> int:
+        """Number of distinct windows the sampler can draw."""
+        return int(self._ends[-1])
+
+    def offsets(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(shard index, start offset) of each row of batch ``step``."""
+        rng = np.random.default_rng([self.seed, step])
+        draws = rng.integers(0, self.num_offsets, size=self.batch_size)
+        shard = np.searchsorted(self._ends, draws, side="right")
+        return shard, draws - (self._ends[shard] - self._valid[shard])
+
+    def next_batch(self) -> Batch:
+        shard, start = self.offsets(self.step)
+        self.step += 1
+        span = self.max_length + 1
+        rows = np.stack([self.shards[s][o : o + span] for s, o in zip(shard, start)])
+        chunk = torch.from_numpy(rows.astype(np.int64))
+        batch = chunk[:, :-1], chunk[:, 1:]
+        if self.device is None:
+            return batch
+        x, y = to_device(batch, self.device)
+        return x, y
+
+    def batches(self) -> Iterator[Batch]:
+        """Batches forever."""
+        while True:
+            yield self.next_batch()
+
+    __iter__ = batches
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "max_length": self.max_length,
+            "num_offsets": self.num_offsets,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in ("seed", "batch_size", "max_length", "num_offsets"):
+            if key in state and state[key] != getattr(self, key):
+                raise ValueError(
+                    f"sampler state has {key}={state[key]}, this sampler has {getattr(self, key)}"
+                )
+        self.step = int(state["step"])

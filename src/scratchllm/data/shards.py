@@ -1,0 +1,430 @@
+"""Pretokenized shards: a corpus tokenized once, stored as flat memory-mappable id files.
+
+Layout of an output directory::
+
+    index.json           what is there and how it was made (format below)
+    train_000000.bin     raw token ids (uint16 when the vocabulary fits, else uint32), no header
+    train_000001.bin     ...; every shard but the last of a split holds exactly shard_tokens ids
+    val_000000.bin
+
+Each document is written as ``[bos] + ids + [eot]`` to the split chosen by
+``sources.is_validation(name, val_fraction, seed)`` (a hash of the name: deterministic and needs no
+pass over the whole corpus). A document may continue from one shard into the next, so the
+concatenation of a split's shards is exactly the concatenation of its documents.
+
+Resuming: ids are appended to the open shard of each split, and after every chunk of documents
+``index.json`` is rewritten atomically with the number of source documents done and each shard's
+committed length. A rerun with the same settings truncates any bytes written after the last commit,
+skips the documents already done (reading, not tokenizing, them) and continues, so an interrupted
+run ends byte-identical to an uninterrupted one. Memory stays bounded by the chunks in flight.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import tempfile
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from scratchllm.data.encode import TextEncoder, encode_text, token_dtype
+from scratchllm.data.sources import Document, is_validation
+from scratchllm.errors import DataError
+
+INDEX_NAME = "index.json"
+FORMAT_VERSION = 1
+SPLITS = ("train", "val")
+# 2**24 ids = 32 MiB of uint16 per shard: large enough for few files, small enough to stream.
+DEFAULT_SHARD_TOKENS = 2**24
+# Text handed to a worker at a time; the index is committed after each chunk.
+DEFAULT_CHUNK_BYTES = 1 << 20
+
+
+@dataclass
+class ShardInfo:
+    """One shard file of a split: its name, committed ids and documents that start in it."""
+
+    file: str
+    tokens: int = 0
+    documents: int = 0
+
+
+@dataclass
+class PrepareSettings:
+    """Everything that determines the bytes of the shards; a resume must match all of it."""
+
+    source: str  # a description of the source (the path as given)
+    tokenizer_hash: str  # sha256 of the tokenizer's saved files
+    vocab_size: int
+    eot_id: int
+    bos_id: int | None
+    dtype: str
+    shard_tokens: int
+    val_fraction: float
+    seed: int
+
+
+@dataclass
+class PrepareState:
+    """The contents of index.json."""
+
+    settings: PrepareSettings
+    next_document: int = 0  # source documents fully written
+    text_bytes: int = 0  # UTF-8 bytes of the documents written
+    complete: bool = False
+    splits: dict[str, list[ShardInfo]] = field(default_factory=lambda: {s: [] for s in SPLITS})
+    format: int = FORMAT_VERSION
+
+    def tokens(self, split: str | None = None) -> int:
+        names = SPLITS if split is None else (split,)
+        return sum(s.tokens for name in names for s in self.splits[name])
+
+    def documents(self, split: str | None = None) -> int:
+        names = SPLITS if split is None else (split,)
+        return sum(s.documents for name in names for s in self.splits[name])
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["totals"] = {
+            s: {"tokens": self.tokens(s), "documents": self.documents(s)} for s in SPLITS
+        }
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PrepareState:
+        splits = {s: [ShardInfo(**info) for info in data["splits"].get(s, [])] for s in SPLITS}
+        return cls(
+            settings=PrepareSettings(**data["settings"]),
+            next_document=int(data["next_document"]),
+            text_bytes=int(data["text_bytes"]),
+            complete=bool(data["complete"]),
+            splits=splits,
+            format=int(data["format"]),
+        )
+
+
+@dataclass(frozen=True)
+class PrepareReport:
+    """What a prepare run produced (the whole corpus, including any earlier interrupted run)."""
+
+    out_dir: Path
+    documents: dict[str, int]
+    tokens: dict[str, int]
+    text_bytes: int
+    resumed_from: int  # source documents that an earlier run had already written
+
+    @property
+    def bytes_per_token(self) -> float:
+        total = sum(self.tokens.values())
+        return self.text_bytes / total if total else 0.0
+
+
+def tokenizer_hash(tokenizer: Any) -> str:
+    """sha256 over the tokenizer's saved files (names and bytes), else over its pickle."""
+    digest = hashlib.sha256()
+    if hasattr(tokenizer, "save"):
+        with tempfile.TemporaryDirectory() as tmp:
+            tokenizer.save(tmp)
+            for path in sorted(Path(tmp).rglob("*")):
+                if path.is_file():
+                    digest.update(path.relative_to(tmp).as_posix().encode() + b"\0")
+                    digest.update(path.read_bytes())
+    else:
+        import pickle
+
+        digest.update(pickle.dumps(tokenizer, protocol=4))
+    return digest.hexdigest()
+
+
+def read_index(out_dir: str | Path) -> PrepareState:
+    """The index of a shard directory; a DataError naming the file when it is missing or broken."""
+    path = Path(out_dir) / INDEX_NAME
+    if not path.is_file():
+        raise DataError(f"no shard index at {path}: run `scratchllm data prepare` first")
+    try:
+        return PrepareState.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(f"{path}: not a valid shard index ({exc})") from None
+
+
+def _write_index(out_dir: Path, state: PrepareState) -> None:
+    tmp = out_dir / (INDEX_NAME + ".tmp")
+    tmp.write_text(json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, out_dir / INDEX_NAME)
+
+
+class _SplitWriter:
+    """Appends ids to one split's shards, starting a new file every ``shard_tokens`` ids."""
+
+    def __init__(
+        self, out_dir: Path, split: str, shards: list[ShardInfo], settings: PrepareSettings
+    ):
+        self.out_dir = out_dir
+        self.split = split
+        self.shards = shards
+        self.dtype = np.dtype(settings.dtype)
+        self.shard_tokens = settings.shard_tokens
+        self.fh: BinaryIO | None = None
+        for info in shards:  # resume: drop anything written after the last commit
+            path = out_dir / info.file
+            if not path.is_file() or path.stat().st_size < info.tokens * self.dtype.itemsize:
+                raise DataError(f"{path}: shorter than {INDEX_NAME} says; prepare again")
+            os.truncate(path, info.tokens * self.dtype.itemsize)
+        if shards:
+            self.fh = open(out_dir / shards[-1].file, "ab")
+        for stale in sorted(out_dir.glob(f"{split}_*.bin"))[len(shards) :]:
+            stale.unlink()
+
+    def write_document(self, ids: np.ndarray) -> None:
+        ids = ids.astype(self.dtype, copy=False)
+        first = True
+        while len(ids) or first:
+            if self.fh is None or self.shards[-1].tokens == self.shard_tokens:
+                self._open_next()
+            info = self.shards[-1]
+            if first:
+                info.documents += 1
+                first = False
+            part = ids[: self.shard_tokens - info.tokens]
+            assert self.fh is not None
+            self.fh.write(part.tobytes())
+            info.tokens += len(part)
+            ids = ids[len(part) :]
+
+    def _open_next(self) -> None:
+        self.close()
+        info = ShardInfo(f"{self.split}_{len(self.shards):06d}.bin")
+        self.shards.append(info)
+        self.fh = open(self.out_dir / info.file, "wb")
+
+    def flush(self) -> None:
+        if self.fh is not None:
+            self.fh.flush()
+            os.fsync(self.fh.fileno())
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
+            self.fh = None
+
+
+# ----------------------------------------------------------------------------- workers
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(tokenizer: TextEncoder, bos_id: int | None, dtype: str) -> None:
+    _WORKER.update(tokenizer=tokenizer, bos_id=bos_id, dtype=np.dtype(dtype))
+
+
+def _encode_chunk(texts: list[str]) -> list[np.ndarray]:
+    """``[bos] + ids + [eot]`` for each text, in the shard dtype (small to send back)."""
+    tok, bos, dtype = _WORKER["tokenizer"], _WORKER["bos_id"], _WORKER["dtype"]
+    head = [] if bos is None else [bos]
+    return [np.asarray(head + encode_text(tok, t) + [tok.eot_id], dtype=dtype) for t in texts]
+
+
+def _chunks(docs: Iterator[Document], chunk_bytes: int) -> Iterator[list[Document]]:
+    chunk: list[Document] = []
+    size = 0
+    for doc in docs:
+        chunk.append(doc)
+        size += len(doc.text)
+        if size >= chunk_bytes:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def _encoded_chunks(
+    docs: Iterator[Document],
+    tokenizer: TextEncoder,
+    settings: PrepareSettings,
+    workers: int,
+    chunk_bytes: int,
+) -> Iterator[tuple[list[Document], list[np.ndarray]]]:
+    """Chunks of documents with their ids, in order; at most ``2 * workers`` chunks in flight."""
+    init_args = (tokenizer, settings.bos_id, settings.dtype)
+    if workers <= 1:
+        _init_worker(*init_args)
+        for chunk in _chunks(docs, chunk_bytes):
+            yield chunk, _encode_chunk([d.text for d in chunk])
+        return
+    ctx = get_context("spawn")  # no fork of a process that may hold threads (torch, tqdm)
+    with ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_init_worker, initargs=init_args
+    ) as pool:
+        pending: deque[tuple[list[Document], Future[list[np.ndarray]]]] = deque()
+        for chunk in _chunks(docs, chunk_bytes):
+            pending.append((chunk, pool.submit(_encode_chunk, [d.text for d in chunk])))
+            if len(pending) >= 2 * workers:
+                done, future = pending.popleft()
+                yield done, future.result()
+        while pending:
+            done, future = pending.popleft()
+            yield done, future.result()
+
+
+# ----------------------------------------------------------------------------- prepare
+def prepare_shards(
+    docs: Iterable[Document],
+    tokenizer: TextEncoder,
+    out_dir: str | Path,
+    *,
+    source: str = "",
+    val_fraction: float = 0.0,
+    seed: int = 0,
+    shard_tokens: int = DEFAULT_SHARD_TOKENS,
+    bos_id: int | None = None,
+    workers: int | None = None,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    overwrite: bool = False,
+    progress: bool = False,
+    total_bytes: int | None = None,
+) -> PrepareReport:
+    """Tokenize ``docs`` into shards under ``out_dir``, resuming an unfinished run there.
+
+    ``docs`` must give the same documents in the same order on every call (``iter_text_sources``
+    does). ``workers`` processes tokenize in parallel (default: all CPUs); the shards do not depend
+    on it. An ``out_dir`` holding a run with other settings is refused unless ``overwrite``.
+    """
+    if tokenizer.eot_id is None:
+        raise DataError("the tokenizer has no end-of-text token to separate documents")
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if shard_tokens < 1:
+        raise ValueError(f"shard_tokens must be at least 1, got {shard_tokens}")
+    settings = PrepareSettings(
+        source=str(source),
+        tokenizer_hash=tokenizer_hash(tokenizer),
+        vocab_size=int(tokenizer.vocab_size),
+        eot_id=int(tokenizer.eot_id),
+        bos_id=bos_id,
+        dtype=token_dtype(tokenizer.vocab_size).name,
+        shard_tokens=shard_tokens,
+        val_fraction=val_fraction,
+        seed=seed,
+    )
+    out = Path(out_dir)
+    state = _start_state(out, settings, overwrite)
+    resumed_from = state.next_document
+    if not state.complete:
+        _run(
+            docs,
+            tokenizer,
+            out,
+            state,
+            workers or os.cpu_count() or 1,
+            chunk_bytes,
+            progress,
+            total_bytes,
+        )
+    return PrepareReport(
+        out_dir=out,
+        documents={s: state.documents(s) for s in SPLITS},
+        tokens={s: state.tokens(s) for s in SPLITS},
+        text_bytes=state.text_bytes,
+        resumed_from=resumed_from,
+    )
+
+
+def _start_state(out: Path, settings: PrepareSettings, overwrite: bool) -> PrepareState:
+    if (out / INDEX_NAME).exists() and not overwrite:
+        state = read_index(out)
+        if state.settings != settings:
+            theirs, mine = asdict(state.settings), asdict(settings)
+            diff = ", ".join(
+                f"{k}: {theirs[k]!r} -> {mine[k]!r}" for k in mine if theirs[k] != mine[k]
+            )
+            raise DataError(
+                f"{out} holds shards prepared with other settings ({diff}); "
+                "choose another --out or pass --overwrite"
+            )
+        return state
+    out.mkdir(parents=True, exist_ok=True)
+    for old in [*out.glob("train_*.bin"), *out.glob("val_*.bin"), out / INDEX_NAME]:
+        old.unlink(missing_ok=True)
+    state = PrepareState(settings)
+    _write_index(out, state)
+    return state
+
+
+def _run(
+    docs: Iterable[Document],
+    tokenizer: TextEncoder,
+    out: Path,
+    state: PrepareState,
+    workers: int,
+    chunk_bytes: int,
+    progress: bool,
+    total_bytes: int | None,
+) -> None:
+    from tqdm.auto import tqdm
+
+    settings = state.settings
+    writers = {s: _SplitWriter(out, s, state.splits[s], settings) for s in SPLITS}
+    todo = itertools.islice(iter(docs), state.next_document, None)
+    bar = tqdm(
+        total=total_bytes,
+        initial=state.text_bytes,
+        unit="B",
+        unit_scale=True,
+        desc="prepare",
+        disable=not progress,
+    )
+    try:
+        for chunk, encoded in _encoded_chunks(todo, tokenizer, settings, workers, chunk_bytes):
+            size = 0
+            for doc, ids in zip(chunk, encoded, strict=True):
+                split = (
+                    "val"
+                    if is_validation(doc.name, settings.val_fraction, settings.seed)
+                    else "train"
+                )
+                writers[split].write_document(ids)
+                size += len(doc.text.encode("utf-8"))
+            for writer in writers.values():
+                writer.flush()
+            state.next_document += len(chunk)
+            state.text_bytes += size
+            _write_index(out, state)
+            bar.update(size)
+    finally:
+        bar.close()
+        for writer in writers.values():
+            writer.close()
+    if state.tokens() == 0:
+        raise DataError(f"no documents to prepare from {settings.source or 'the source'}")
+    state.complete = True
+    _write_index(out, state)
+
+
+# ----------------------------------------------------------------------------- reading
+def open_shards(out_dir: str | Path, split: str = "train") -> list[np.memmap]:
+    """Read-only memory maps of one split's shards; a DataError if prepare has not finished."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    out = Path(out_dir)
+    state = read_index(out)
+    if not state.complete:
+        raise DataError(
+            f"{out}: prepare has not finished; rerun it with the same arguments to resume"
+        )
+    dtype = np.dtype(state.settings.dtype)
+    arrays = []
+    for info in state.splits[split]:
+        path = out / info.file
+        expected = info.tokens * dtype.itemsize
+        if not path.is_file() or path.stat().st_size != expected:
+            raise DataError(f"{path}: missing or not {expected} bytes as {INDEX_NAME} says")
+        arrays.append(np.memmap(path, dtype=dtype, mode="r", shape=(info.tokens,)))
+    return arrays

@@ -1,0 +1,139 @@
+from __future__ import annotations
+
+import itertools
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from scratchllm.data.loaders import ShardSampler
+from scratchllm.data.shards import open_shards, prepare_shards, read_index
+from scratchllm.data.sources import Document, is_validation
+from scratchllm.errors import DataError
+
+
+def corpus(n: int = 40) -> list[Document]:
+    rng = random.Random(0)
+    words = ["alpha", "beta", "gamma", "délta", "ε", "<|endoftext|>", "z"]
+    return [
+        Document(f"doc{i}", " ".join(rng.choice(words) for _ in range(rng.randrange(1, 60))))
+        for i in range(n)
+    ]
+
+
+def prepare(docs, tok, out, **kw):
+    kw.setdefault("shard_tokens", 300)
+    kw.setdefault("chunk_bytes", 500)
+    kw.setdefault("val_fraction", 0.25)
+    kw.setdefault("workers", 1)
+    return prepare_shards(docs, tok, out, source="corpus", **kw)
+
+
+def shard_bytes(out) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+def test_round_trip_decodes_to_documents(tmp_path, byte_tokenizer) -> None:
+    docs = corpus()
+    report = prepare(docs, byte_tokenizer, tmp_path)
+    index = read_index(tmp_path)
+    assert index.complete and index.settings.dtype == "uint16"
+    assert len(index.splits["train"]) > 2  # several shards, documents straddling them
+    assert all(s.tokens == 300 for s in index.splits["train"][:-1])
+    for split in ("train", "val"):
+        want = [d for d in docs if (split == "val") == is_validation(d.name, 0.25)]
+        ids = np.concatenate(open_shards(tmp_path, split)).tolist()
+        text = byte_tokenizer.decode(ids)
+        assert text == "".join(d.text + "<|endoftext|>" for d in want)
+        assert report.documents[split] == len(want) and report.tokens[split] == len(ids)
+    assert report.text_bytes == sum(len(d.text.encode()) for d in docs)
+    assert report.bytes_per_token < 1.0  # bytes tokenizer: one id per byte plus separators
+
+
+def test_prepare_twice_is_byte_identical(tmp_path, byte_tokenizer) -> None:
+    prepare(corpus(), byte_tokenizer, tmp_path / "a")
+    prepare(corpus(), byte_tokenizer, tmp_path / "b")
+    assert shard_bytes(tmp_path / "a") == shard_bytes(tmp_path / "b")
+    before = shard_bytes(tmp_path / "a")
+    report = prepare(corpus(), byte_tokenizer, tmp_path / "a")  # already complete: nothing to do
+    assert report.resumed_from == 40 and shard_bytes(tmp_path / "a") == before
+
+
+def interrupted(docs, after: int):
+    for i, doc in enumerate(docs):
+        if i == after:
+            raise KeyboardInterrupt
+        yield doc
+
+
+@pytest.mark.parametrize("after", [1, 7, 23, 39])
+def test_interrupted_prepare_resumes(tmp_path, byte_tokenizer, after: int) -> None:
+    prepare(corpus(), byte_tokenizer, tmp_path / "full")
+    with pytest.raises(KeyboardInterrupt):
+        prepare(interrupted(corpus(), after), byte_tokenizer, tmp_path / "cut")
+    assert not read_index(tmp_path / "cut").complete
+    with pytest.raises(DataError, match="has not finished"):
+        open_shards(tmp_path / "cut")
+    for shard in (tmp_path / "cut").glob("train_*.bin"):  # bytes written after the last commit
+        with open(shard, "ab") as fh:
+            fh.write(b"\x01\x02junk")
+    report = prepare(corpus(), byte_tokenizer, tmp_path / "cut")
+    assert report.resumed_from <= after
+    assert shard_bytes(tmp_path / "cut") == shard_bytes(tmp_path / "full")
+
+
+def test_other_settings_refused_unless_overwrite(tmp_path, byte_tokenizer) -> None:
+    prepare(corpus(), byte_tokenizer, tmp_path)
+    with pytest.raises(DataError, match="shard_tokens: 300 -> 400"):
+        prepare(corpus(), byte_tokenizer, tmp_path, shard_tokens=400)
+    prepare(corpus(), byte_tokenizer, tmp_path, shard_tokens=400, overwrite=True)
+    assert json.loads((tmp_path / "index.json").read_text())["settings"]["shard_tokens"] == 400
+
+
+def test_empty_corpus_is_an_error(tmp_path, byte_tokenizer) -> None:
+    with pytest.raises(DataError, match="no documents"):
+        prepare([], byte_tokenizer, tmp_path)
+
+
+def test_parallel_workers_match_single_process(tmp_path) -> None:
+    bpe = pytest.importorskip("scratchllm.tokenizer")
+    texts = [d.text for d in corpus()]
+    tok = bpe.BPETokenizer.train(texts, 300)
+    prepare(corpus(), tok, tmp_path / "one", workers=1)
+    prepare(corpus(), tok, tmp_path / "two", workers=2)
+    assert shard_bytes(tmp_path / "one") == shard_bytes(tmp_path / "two")
+    ids = np.concatenate(open_shards(tmp_path / "two", "train")).tolist()
+    assert tok.decode(ids).count("<|endoftext|>") >= read_index(tmp_path / "two").documents("train")
+
+
+def take(sampler: ShardSampler, k: int):
+    return list(itertools.islice(sampler.batches(), k))
+
+
+def test_shard_sampler_windows_and_resume(tmp_path, byte_tokenizer) -> None:
+    prepare(corpus(), byte_tokenizer, tmp_path)
+    shards = open_shards(tmp_path, "train")
+    make = lambda: ShardSampler(shards, 4, 16, seed=3)  # noqa: E731
+    reference = take(make(), 70)
+    for x, y in reference:
+        assert x.shape == y.shape == (4, 16) and torch.equal(x[:, 1:], y[:, :-1])
+    joined = np.concatenate(shards)
+    x0 = reference[0][0][0].numpy()
+    assert any(
+        np.array_equal(joined[o : o + 16], x0) for o in range(len(joined) - 16)
+    )  # every row is a real window of the corpus
+    rng = random.Random(1)
+    for stop in (rng.randrange(0, 60) for _ in range(50)):
+        sampler = make()
+        take(sampler, stop)
+        resumed = make()
+        resumed.load_state_dict(sampler.state_dict())
+        for (x, y), (rx, ry) in zip(take(resumed, 8), reference[stop : stop + 8]):
+            assert torch.equal(x, rx) and torch.equal(y, ry)
+
+
+def test_shard_sampler_too_short(byte_tokenizer) -> None:
+    with pytest.raises(DataError, match=r"max_length\+1 = 65"):
+        ShardSampler([np.arange(30, dtype=np.uint16)], 2, 64)
