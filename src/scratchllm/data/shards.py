@@ -37,7 +37,15 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from scratchllm.data.encode import TextEncoder, encode_text, token_dtype
-from scratchllm.data.sources import Document, is_validation
+from scratchllm.data.sources import (
+    BUILTIN,
+    DEFAULT_INCLUDE,
+    Document,
+    SourceOptions,
+    is_validation,
+    iter_text_sources,
+    resolve_files,
+)
 from scratchllm.errors import DataError
 
 INDEX_NAME = "index.json"
@@ -428,3 +436,27 @@ def open_shards(out_dir: str | Path, split: str = "train") -> list[np.memmap]:
             raise DataError(f"{path}: missing or not {expected} bytes as {INDEX_NAME} says")
         arrays.append(np.memmap(path, dtype=dtype, mode="r", shape=(info.tokens,)))
     return arrays
+
+
+def prepare_path(
+    path: str | Path,
+    tokenizer: TextEncoder,
+    out_dir: str | Path,
+    *,
+    include: tuple[str, ...] = DEFAULT_INCLUDE,
+    exclude: tuple[str, ...] = (),
+    text_field: str = "text",
+    column: str = "text",
+    **kwargs: Any,
+) -> PrepareReport:
+    """``prepare_shards`` over ``iter_text_sources(path, ...)`` (a file, directory, glob or
+    "builtin"), with the progress bar sized by the files' bytes."""
+    docs = iter_text_sources(
+        path, include=include, exclude=exclude, text_field=text_field, column=column
+    )
+    total = None
+    if str(path) != BUILTIN:
+        options = SourceOptions(include, exclude, text_field, column)
+        total = sum(f.stat().st_size for f, _ in resolve_files(path, options))
+    kwargs.setdefault("total_bytes", total)
+    return prepare_shards(docs, tokenizer, out_dir, source=str(path), **kwargs)

@@ -64,7 +64,7 @@ def iter_text_sources(
     if str(path) == BUILTIN:
         yield from _builtin_documents()
         return
-    for file, name in _resolve(path, options):
+    for file, name in resolve_files(path, options):
         yield from _read_file(file, name, options)
 
 
@@ -101,7 +101,7 @@ def _is_glob(text: str) -> bool:
     return any(ch in text for ch in "*?[")
 
 
-def _resolve(path: str | Path, options: SourceOptions) -> list[tuple[Path, str]]:
+def resolve_files(path: str | Path, options: SourceOptions) -> list[tuple[Path, str]]:
     """Files to read with their document names, sorted; a DataError when nothing is there."""
     text = str(path)
     if _is_glob(text) and not Path(text).exists():
