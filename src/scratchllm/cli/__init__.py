@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "demo",
     "train",
     "generate",
+    "data",
 ]
 
 
