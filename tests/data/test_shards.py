@@ -97,15 +97,18 @@ def test_empty_corpus_is_an_error(tmp_path, byte_tokenizer) -> None:
         prepare([], byte_tokenizer, tmp_path)
 
 
-def test_parallel_workers_match_single_process(tmp_path) -> None:
+def test_parallel_workers_and_long_documents(tmp_path) -> None:
     bpe = pytest.importorskip("scratchllm.tokenizer")
-    texts = [d.text for d in corpus()]
-    tok = bpe.BPETokenizer.train(texts, 300)
-    prepare(corpus(), tok, tmp_path / "one", workers=1)
-    prepare(corpus(), tok, tmp_path / "two", workers=2)
+    long_doc = Document("long", "\n".join(d.text for d in corpus(30)))  # cut into pieces
+    docs = [*corpus(), long_doc]
+    tok = bpe.BPETokenizer.train([d.text for d in docs], 300)
+    prepare(docs, tok, tmp_path / "one", workers=1, val_fraction=0.0)
+    prepare(docs, tok, tmp_path / "two", workers=2, val_fraction=0.0)
     assert shard_bytes(tmp_path / "one") == shard_bytes(tmp_path / "two")
     ids = np.concatenate(open_shards(tmp_path / "two", "train")).tolist()
-    assert tok.decode(ids).count("<|endoftext|>") >= read_index(tmp_path / "two").documents("train")
+    want = [t for d in docs for t in [*tok.encode_ordinary(d.text), tok.eot_id]]
+    assert ids == want
+    assert read_index(tmp_path / "two").documents("train") == len(docs)
 
 
 def take(sampler: ShardSampler, k: int):

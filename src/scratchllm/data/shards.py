@@ -192,9 +192,10 @@ class _SplitWriter:
         for stale in sorted(out_dir.glob(f"{split}_*.bin"))[len(shards) :]:
             stale.unlink()
 
-    def write_document(self, ids: np.ndarray) -> None:
+    def write(self, ids: np.ndarray, *, new_document: bool) -> None:
+        """Append ``ids``; ``new_document`` counts a document starting here."""
         ids = ids.astype(self.dtype, copy=False)
-        first = True
+        first = new_document
         while len(ids) or first:
             if self.fh is None or self.shards[-1].tokens == self.shard_tokens:
                 self._open_next()
@@ -229,26 +230,53 @@ class _SplitWriter:
 _WORKER: dict[str, Any] = {}
 
 
+@dataclass(frozen=True)
+class _Piece:
+    """A document, or one part of a long one (cut where encoding the parts apart changes nothing)."""
+
+    doc: Document
+    text: str
+    first: bool  # gets the begin token and counts the document
+    last: bool  # gets the end-of-text token and completes the document
+
+
 def _init_worker(tokenizer: TextEncoder, bos_id: int | None, dtype: str) -> None:
     _WORKER.update(tokenizer=tokenizer, bos_id=bos_id, dtype=np.dtype(dtype))
 
 
-def _encode_chunk(texts: list[str]) -> list[np.ndarray]:
-    """``[bos] + ids + [eot]`` for each text, in the shard dtype (small to send back)."""
+def _encode_pieces(pieces: list[tuple[str, bool, bool]]) -> list[np.ndarray]:
+    """``[bos] + ids + [eot]`` of each piece (bos/eot only at a document's ends), in shard dtype."""
     tok, bos, dtype = _WORKER["tokenizer"], _WORKER["bos_id"], _WORKER["dtype"]
-    head = [] if bos is None else [bos]
-    return [np.asarray(head + encode_text(tok, t) + [tok.eot_id], dtype=dtype) for t in texts]
+    out = []
+    for text, first, last in pieces:
+        head = [bos] if first and bos is not None else []
+        tail = [tok.eot_id] if last else []
+        out.append(np.asarray(head + encode_text(tok, text) + tail, dtype=dtype))
+    return out
 
 
-def _chunks(docs: Iterator[Document], chunk_bytes: int) -> Iterator[list[Document]]:
-    chunk: list[Document] = []
+def _split_text(tokenizer: TextEncoder, text: str, chunk_bytes: int) -> list[str]:
+    pattern = getattr(tokenizer, "pattern", None)
+    if len(text) <= chunk_bytes or pattern is None:
+        return [text]
+    from scratchllm.tokenizer.parallel import split_for_workers
+
+    return split_for_workers(text, pattern, chunk_bytes) or [text]
+
+
+def _chunks(
+    docs: Iterator[Document], tokenizer: TextEncoder, chunk_bytes: int
+) -> Iterator[list[_Piece]]:
+    chunk: list[_Piece] = []
     size = 0
     for doc in docs:
-        chunk.append(doc)
-        size += len(doc.text)
-        if size >= chunk_bytes:
-            yield chunk
-            chunk, size = [], 0
+        parts = _split_text(tokenizer, doc.text, chunk_bytes)
+        for i, part in enumerate(parts):
+            chunk.append(_Piece(doc, part, i == 0, i == len(parts) - 1))
+            size += len(part)
+            if size >= chunk_bytes:
+                yield chunk
+                chunk, size = [], 0
     if chunk:
         yield chunk
 
@@ -259,21 +287,22 @@ def _encoded_chunks(
     settings: PrepareSettings,
     workers: int,
     chunk_bytes: int,
-) -> Iterator[tuple[list[Document], list[np.ndarray]]]:
-    """Chunks of documents with their ids, in order; at most ``2 * workers`` chunks in flight."""
+) -> Iterator[tuple[list[_Piece], list[np.ndarray]]]:
+    """Chunks of pieces with their ids, in order; at most ``2 * workers`` chunks in flight."""
     init_args = (tokenizer, settings.bos_id, settings.dtype)
     if workers <= 1:
         _init_worker(*init_args)
-        for chunk in _chunks(docs, chunk_bytes):
-            yield chunk, _encode_chunk([d.text for d in chunk])
+        for chunk in _chunks(docs, tokenizer, chunk_bytes):
+            yield chunk, _encode_pieces([(p.text, p.first, p.last) for p in chunk])
         return
     ctx = get_context("spawn")  # no fork of a process that may hold threads (torch, tqdm)
     with ProcessPoolExecutor(
         workers, mp_context=ctx, initializer=_init_worker, initargs=init_args
     ) as pool:
-        pending: deque[tuple[list[Document], Future[list[np.ndarray]]]] = deque()
-        for chunk in _chunks(docs, chunk_bytes):
-            pending.append((chunk, pool.submit(_encode_chunk, [d.text for d in chunk])))
+        pending: deque[tuple[list[_Piece], Future[list[np.ndarray]]]] = deque()
+        for chunk in _chunks(docs, tokenizer, chunk_bytes):
+            job = [(p.text, p.first, p.last) for p in chunk]
+            pending.append((chunk, pool.submit(_encode_pieces, job)))
             if len(pending) >= 2 * workers:
                 done, future = pending.popleft()
                 yield done, future.result()
@@ -389,23 +418,22 @@ def _run(
         desc="prepare",
         disable=not progress,
     )
+    done_docs, done_bytes = state.next_document, state.text_bytes
     try:
         for chunk, encoded in _encoded_chunks(todo, tokenizer, settings, workers, chunk_bytes):
-            size = 0
-            for doc, ids in zip(chunk, encoded, strict=True):
-                split = (
-                    "val"
-                    if is_validation(doc.name, settings.val_fraction, settings.seed)
-                    else "train"
-                )
-                writers[split].write_document(ids)
-                size += len(doc.text.encode("utf-8"))
+            for piece, ids in zip(chunk, encoded, strict=True):
+                val = is_validation(piece.doc.name, settings.val_fraction, settings.seed)
+                writers["val" if val else "train"].write(ids, new_document=piece.first)
+                if piece.last:
+                    done_docs += 1
+                    done_bytes += len(piece.doc.text.encode("utf-8"))
+            if not chunk[-1].last:
+                continue  # commit only between documents
             for writer in writers.values():
                 writer.flush()
-            state.next_document += len(chunk)
-            state.text_bytes += size
+            bar.update(done_bytes - state.text_bytes)
+            state.next_document, state.text_bytes = done_docs, done_bytes
             _write_index(out, state)
-            bar.update(size)
     finally:
         bar.close()
         for writer in writers.values():
