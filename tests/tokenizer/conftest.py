@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from scratchllm.tokenizer import BPETokenizer
@@ -24,10 +26,14 @@ def small_bpe() -> BPETokenizer:
 
 
 @pytest.fixture(scope="session")
-def gpt2(tmp_path_factory) -> BPETokenizer:
-    from pathlib import Path
-
+def data_dir() -> Path:
+    """../shared/data with the GPT-2 files (session scope, so module fixtures can use it)."""
     data = Path(__file__).resolve().parents[2].parent / "shared" / "data"
     if not (data / "encoder.json").is_file() or not (data / "vocab.bpe").is_file():
         pytest.skip(f"GPT-2 files not found in {data}")
-    return BPETokenizer.from_gpt2_files(data / "encoder.json", data / "vocab.bpe")
+    return data
+
+
+@pytest.fixture(scope="session")
+def gpt2(data_dir: Path) -> BPETokenizer:
+    return BPETokenizer.from_gpt2_files(data_dir / "encoder.json", data_dir / "vocab.bpe")

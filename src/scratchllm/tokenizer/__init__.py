@@ -7,6 +7,7 @@ same-answer fast path), `WordTokenizer` (word- or character-level baseline) and 
 
 from scratchllm.tokenizer.bpe import ENDOFTEXT, BPETokenizer
 from scratchllm.tokenizer.files import load_tokenizer
+from scratchllm.tokenizer.parallel import encode_files, encode_many
 from scratchllm.tokenizer.patterns import GPT2_PATTERN, GPT4_PATTERN
 from scratchllm.tokenizer.simple import WordTokenizer
 
@@ -16,5 +17,7 @@ __all__ = [
     "GPT4_PATTERN",
     "BPETokenizer",
     "WordTokenizer",
+    "encode_files",
+    "encode_many",
     "load_tokenizer",
 ]

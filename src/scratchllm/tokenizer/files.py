@@ -169,6 +169,8 @@ def read_gpt2_files(
     tokens: list[bytes | None] = [None] * len(encoder)
     for text, idx in encoder.items():
         try:
+            if not isinstance(idx, int) or not 0 <= idx < len(tokens):
+                raise IndexError(idx)
             tokens[idx] = bytes(decoder[ch] for ch in text)
         except (KeyError, IndexError, TypeError):
             raise TokenizerError(f"{encoder_json}: bad entry {text!r}: {idx!r}") from None

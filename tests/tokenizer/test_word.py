@@ -1,0 +1,58 @@
+"""Word-level and character-level tokenizer."""
+
+from __future__ import annotations
+
+import pytest
+
+from scratchllm.errors import TokenizerError
+from scratchllm.tokenizer import WordTokenizer
+
+
+def test_word_roundtrip_and_unk():
+    tok = WordTokenizer.train("Hello, world. Is this-- a test? Yes!")
+    text = "Hello, world. Is this a test?"
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text
+    assert tok.encode("Hello, moon.") == [
+        tok.encode("Hello")[0],
+        tok.encode(",")[0],
+        tok.unk_id,
+        tok.encode(".")[0],
+    ]
+    assert tok.decode(tok.encode("Hello moon")) == "Hello [UNK]"
+
+
+def test_specials_and_bos_eos():
+    tok = WordTokenizer.train(
+        "a b c", specials={"bos": "<s>", "eos": "</s>", "pad": "<pad>", "unk": "<unk>"}
+    )
+    assert tok.tokens[:4] == ["<s>", "</s>", "<pad>", "<unk>"]
+    ids = tok.encode("a b", add_bos=True, add_eos=True)
+    assert ids[0] == tok.bos_id and ids[-1] == tok.eos_id == tok.eot_id
+    assert tok.decode(ids, skip_special=True) == "a b"
+    with pytest.raises(TokenizerError, match="</s>"):
+        tok.encode("a </s> b")
+    assert tok.encode("a </s> b", allowed_special={"</s>"})[1] == tok.eos_id
+
+
+def test_frequency_cap():
+    tok = WordTokenizer.train("a a a b b c", max_vocab=6)
+    assert tok.vocab_size == 6
+    assert tok.tokens[4:] == ["a", "b"]
+    assert tok.encode("c") == [tok.unk_id]
+    with pytest.raises(TokenizerError, match="max_vocab=2"):
+        WordTokenizer.train("a", max_vocab=2)
+
+
+def test_char_mode(data_dir):
+    text = (data_dir / "tinyshakespeare.txt").read_text(encoding="utf-8")[:20000]
+    tok = WordTokenizer.train(text, mode="char")
+    assert tok.decode(tok.encode(text)) == text
+    assert tok.vocab_size == 4 + len(set(text))
+    assert tok.encode("\u2603") == [tok.unk_id]
+
+
+def test_bad_ids():
+    tok = WordTokenizer.train("a b")
+    with pytest.raises(TokenizerError, match="99"):
+        tok.decode([99])
