@@ -119,9 +119,16 @@ def load_bpe(path: str | Path, *, use_fast: bool | None = None) -> BPETokenizer:
 
 
 def load_tokenizer(path: str | Path, **kwargs: Any) -> BPETokenizer | WordTokenizer:
-    """Load any tokenizer saved in our format (a directory or its tokenizer.json), BPE or word."""
+    """Load a tokenizer, detecting the format: our tokenizer.json (BPE or word-level, a directory
+    or the file), a directory with OpenAI's GPT-2 encoder.json + vocab.bpe, or a .tiktoken file."""
     from scratchllm.tokenizer.simple import WordTokenizer
 
+    given = Path(path)
+    if given.is_dir() and not (given / FILENAME).exists():
+        if (given / "encoder.json").is_file() and (given / "vocab.bpe").is_file():
+            return read_gpt2_files(given / "encoder.json", given / "vocab.bpe", **kwargs)
+    if given.is_file() and given.suffix == ".tiktoken":
+        return read_tiktoken_file(given, **kwargs)
     path, obj = read_json(path)
     kind = obj.get("type")
     if kind == "bpe":

@@ -1,0 +1,159 @@
+"""`scratchllm tokenizer train|encode|decode|info|show`: thin shells over scratchllm.tokenizer."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+TOKENIZER_HELP = (
+    "tokenizer directory or tokenizer.json (our format), a directory with GPT-2's encoder.json "
+    "and vocab.bpe, or a .tiktoken file"
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "tokenizer",
+        help="train, inspect and run tokenizers",
+        description="Train a BPE or word-level tokenizer, encode/decode text, show statistics.",
+    )
+    tsub = p.add_subparsers(dest="tokenizer_command", metavar="ACTION")
+    tsub.required = True
+
+    t = tsub.add_parser(
+        "train",
+        help="train a tokenizer on text files",
+        description="Train a byte-level BPE (or word/char-level) tokenizer and save tokenizer.json.",
+    )
+    t.add_argument("--data", required=True, nargs="+", help="text files or directories of *.txt")
+    t.add_argument("--vocab-size", type=int, default=4096, help="total ids (BPE); cap (word)")
+    t.add_argument("--out", required=True, help="output directory (gets tokenizer.json)")
+    t.add_argument("--kind", choices=("bpe", "word", "char"), default="bpe")
+    t.add_argument("--pattern", default="gpt2", help="gpt2, gpt4 or a regex (BPE)")
+    t.add_argument(
+        "--special", action="append", default=None, help="special token (repeatable; BPE)"
+    )
+    t.add_argument("--backend", choices=("auto", "rustbpe", "reference"), default="auto")
+    t.set_defaults(func=run_train)
+
+    e = tsub.add_parser(
+        "encode",
+        help="print token ids of text",
+        description="Encode text (argument, --file or stdin) and print the ids.",
+    )
+    e.add_argument("--tokenizer", required=True, help=TOKENIZER_HELP)
+    e.add_argument("text", nargs="?", help="text to encode (default: --file or stdin)")
+    e.add_argument("--file", help="read the text from this file")
+    e.add_argument("--allow-special", action="store_true", help="encode special-token literals")
+    e.add_argument("--json", action="store_true", help="print a JSON list")
+    e.set_defaults(func=run_encode)
+
+    d = tsub.add_parser(
+        "decode",
+        help="print the text of token ids",
+        description="Decode ids (arguments or stdin, separated by spaces/commas) to text.",
+    )
+    d.add_argument("--tokenizer", required=True, help=TOKENIZER_HELP)
+    d.add_argument("ids", nargs="*", help="token ids (default: read from stdin)")
+    d.add_argument("--strict", action="store_true", help="fail on invalid UTF-8 instead of U+FFFD")
+    d.set_defaults(func=run_decode)
+
+    i = tsub.add_parser(
+        "info",
+        help="vocabulary size, special tokens, bytes per token",
+        description="Summarise a tokenizer; with --file, also tokens and bytes per token there.",
+    )
+    i.add_argument("--tokenizer", required=True, help=TOKENIZER_HELP)
+    i.add_argument("--file", help="text file to measure bytes per token on")
+    i.set_defaults(func=run_info)
+
+    s = tsub.add_parser(
+        "show",
+        help="show token boundaries in colour",
+        description="Print text with alternating background colours marking each token.",
+    )
+    s.add_argument("--tokenizer", required=True, help=TOKENIZER_HELP)
+    s.add_argument("text", nargs="?", help="text (default: --file or stdin)")
+    s.add_argument("--file", help="read the text from this file")
+    s.add_argument("--plain", action="store_true", help="separate tokens with | instead of colour")
+    s.set_defaults(func=run_show)
+
+
+def _read_text(args: argparse.Namespace) -> str:
+    if args.text is not None:
+        return args.text
+    if args.file:
+        with open(args.file, encoding="utf-8") as f:
+            return f.read()
+    return sys.stdin.read()
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from scratchllm.tokenizer import BPETokenizer, WordTokenizer
+    from scratchllm.tokenizer.report import describe, iter_texts
+
+    texts = iter_texts(args.data)
+    if args.kind == "bpe":
+        specials = args.special if args.special is not None else ["<|endoftext|>"]
+        tok = BPETokenizer.train(
+            texts,
+            args.vocab_size,
+            pattern=args.pattern,
+            special_tokens=specials,
+            backend=args.backend,
+            progress=sys.stderr.isatty(),
+        )
+    else:
+        tok = WordTokenizer.train(texts, mode=args.kind, max_vocab=args.vocab_size)
+    path = tok.save(args.out)
+    print(f"saved {path}: {json.dumps(describe(tok), ensure_ascii=False)}")
+    return 0
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    from scratchllm.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(args.tokenizer)
+    allowed = "all" if args.allow_special else frozenset()
+    ids = tok.encode(_read_text(args), allowed_special=allowed)
+    print(json.dumps(ids) if args.json else " ".join(map(str, ids)))
+    return 0
+
+
+def run_decode(args: argparse.Namespace) -> int:
+    from scratchllm.errors import TokenizerError
+    from scratchllm.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(args.tokenizer)
+    words = args.ids or sys.stdin.read().replace(",", " ").strip("[] \n").split()
+    try:
+        ids = [int(w) for w in words]
+    except ValueError as exc:
+        raise TokenizerError(f"token ids must be integers: {exc}") from None
+    sys.stdout.write(tok.decode(ids, errors="strict" if args.strict else "replace") + "\n")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from scratchllm.tokenizer import load_tokenizer
+    from scratchllm.tokenizer.report import describe
+
+    tok = load_tokenizer(args.tokenizer)
+    text = None
+    if args.file:
+        with open(args.file, encoding="utf-8") as f:
+            text = f.read()
+    for key, value in describe(tok, text).items():
+        print(f"{key}: {value}")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from scratchllm.tokenizer import load_tokenizer
+    from scratchllm.tokenizer.report import show_tokens
+
+    tok = load_tokenizer(args.tokenizer)
+    colour = not args.plain and sys.stdout.isatty()
+    print(show_tokens(tok, _read_text(args), colour=colour))
+    return 0
