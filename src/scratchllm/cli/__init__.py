@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "train",
     "generate",
     "data",
+    "model",
     "tokenizer",
 ]
 
