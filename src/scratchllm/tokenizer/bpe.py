@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -367,16 +368,15 @@ class BPETokenizer:
         return self._encode_ordinary_ref(text)
 
     def _encode_ordinary_ref(self, text: str) -> list[int]:
-        """The reference: regex pieces, each looked up in the cache or merged by `bpe_merge`."""
+        """The reference: regex pieces, each merged once by `bpe_merge` and then served from the
+        per-piece cache (the lookups and the concatenation run as C loops over the pieces)."""
         cache, ranks = self._cache, self.ranks
-        out: list[int] = []
-        for piece in self._regex.findall(text):
-            ids = cache.get(piece)
-            if ids is None:
-                ids = bpe_merge(piece.encode("utf-8"), ranks)
-                if len(cache) < CACHE_LIMIT:
-                    cache[piece] = ids
-            out += ids
+        pieces = self._regex.findall(text)
+        for piece in set(pieces).difference(cache):
+            cache[piece] = bpe_merge(piece.encode("utf-8"), ranks)
+        out = list(chain.from_iterable(map(cache.__getitem__, pieces)))
+        if len(cache) > CACHE_LIMIT:  # bounded memory: start afresh rather than track recency
+            cache.clear()
         return out
 
     def encode_batch(
