@@ -134,3 +134,42 @@ def test_moves_between_dtypes():
     model = GPTModel(get_preset("tiny-llama")).to(torch.bfloat16).eval()
     logits = model(torch.randint(0, 256, (1, 6)))
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-llama", "tiny-sinusoidal"])
+def test_left_padded_batch_with_cache_matches_unpadded(preset):
+    """Batched decoding: left padding + position_ids + mask == each row alone."""
+    if preset == "tiny-sinusoidal":
+        cfg = get_preset("tiny", pos_emb="sinusoidal")
+    else:
+        cfg = get_preset(preset)
+    model = GPTModel(cfg).eval()
+    short, long = torch.randint(0, 256, (1, 3)), torch.randint(0, 256, (1, 5))
+    nxt = torch.randint(0, 256, (2, 2))  # two more tokens per row, decoded one by one
+    idx = torch.cat([torch.cat([torch.zeros(1, 2, dtype=torch.long), short], 1), long])
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    positions = (mask.cumsum(1) - 1).clamp(min=0)  # [B, T]: count from the first real token
+    with torch.no_grad():
+        cache = KVCache.for_config(cfg, batch_size=2, max_len=8)
+        first = model(idx, attention_mask=mask, position_ids=positions, kv_cache=cache)
+        steps = []
+        for t in range(2):
+            mask = torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], 1)
+            pos = positions[:, -1:] + 1 + t
+            steps.append(
+                model(nxt[:, t : t + 1], attention_mask=mask, position_ids=pos, kv_cache=cache)
+            )
+        alone_short = model(torch.cat([short, nxt[:1]], 1))
+        alone_long = model(torch.cat([long, nxt[1:]], 1))
+    batched = torch.cat([first] + steps, 1)  # [2, 7, V]
+    torch.testing.assert_close(batched[0, 2:], alone_short[0], atol=TOL, rtol=0)
+    torch.testing.assert_close(batched[1], alone_long[0], atol=TOL, rtol=0)
+
+
+def test_bad_position_ids():
+    model = GPTModel(get_preset("tiny"))
+    idx = torch.zeros(1, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="position 64"):
+        model(idx, position_ids=torch.tensor([0, 1, 64]))
+    with pytest.raises(ValueError, match="position_ids shape"):
+        model(idx, position_ids=torch.tensor([0, 1]))

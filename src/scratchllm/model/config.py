@@ -59,6 +59,8 @@ class ModelConfig:
             raise ConfigError(f"n_kv_head={self.n_kv_head} must divide n_head={self.n_head}")
         if self.pos_emb == "rope" and self.head_dim % 2 != 0:
             raise ConfigError(f"pos_emb='rope' needs an even head size, got {self.head_dim}")
+        if self.pos_emb == "sinusoidal" and self.n_embd % 2 != 0:
+            raise ConfigError(f"pos_emb='sinusoidal' needs an even n_embd, got {self.n_embd}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout={self.dropout} must be in [0, 1)")
         if self.type_vocab_size < 0:

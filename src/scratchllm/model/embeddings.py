@@ -22,24 +22,28 @@ from scratchllm.model.norms import make_norm
 
 
 def sinusoidal_table(positions: Tensor, dim: int) -> Tensor:
-    """Fixed position vectors [T, dim]: sin on even, cos on odd features (Vaswani et al.)."""
+    """Fixed position vectors [..., dim] for positions [...]: sin/cos pairs (Vaswani et al.)."""
     half = torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32)
     inv_freq = torch.exp(-math.log(10000.0) * half / dim)  # [dim/2]
-    angles = positions.float()[:, None] * inv_freq[None, :]  # [T, dim/2]
-    table = torch.zeros(positions.shape[0], dim, device=positions.device)
-    table[:, 0::2] = torch.sin(angles)
-    table[:, 1::2] = torch.cos(angles[:, : dim // 2])
-    return table
+    angles = positions.float()[..., None] * inv_freq  # [..., dim/2]
+    # Interleave: feature 2i is sin(angle_i), feature 2i+1 is cos(angle_i).
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).flatten(-2)  # [..., dim]
 
 
 def rope_cos_sin(
     positions: Tensor, head_dim: int, theta: float, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor]:
-    """cos and sin [T, head_dim] of the rotary angles, halves duplicated (rotate-half layout)."""
+    """cos and sin of the rotary angles, halves duplicated (rotate-half layout).
+
+    positions [T] -> [T, head_dim] (shared by the batch); positions [B, T] -> [B, 1, T, head_dim]
+    (per row, broadcast over heads).
+    """
     exponents = torch.arange(0, head_dim, 2, device=positions.device, dtype=torch.float32)
     inv_freq = 1.0 / (theta ** (exponents / head_dim))  # [head_dim/2]
-    angles = positions.float()[:, None] * inv_freq[None, :]  # [T, head_dim/2]
-    angles = torch.cat([angles, angles], dim=-1)  # [T, head_dim]
+    angles = positions.float()[..., None] * inv_freq  # [..., T, head_dim/2]
+    angles = torch.cat([angles, angles], dim=-1)  # [..., T, head_dim]
+    if angles.dim() == 3:
+        angles = angles[:, None]  # [B, 1, T, head_dim]
     return angles.cos().to(dtype), angles.sin().to(dtype)
 
 
@@ -50,7 +54,7 @@ def rotate_half(x: Tensor) -> Tensor:
 
 
 def apply_rotary_emb(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate x [B, H, T, D] by the angles whose cos/sin are [T, D].
+    """Rotate x [B, H, T, D] by the angles whose cos/sin are [T, D] or [B, 1, T, D].
 
     Feature i is paired with feature i + D/2 (the layout used by Hugging Face Llama checkpoints,
     so converted weights need no permutation).
@@ -59,11 +63,11 @@ def apply_rotary_emb(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
 
 
 class LearnedPositionalEmbedding(nn.Embedding):
-    """A trainable vector per absolute position: positions [T] -> [T, n_embd]."""
+    """A trainable vector per absolute position: positions [...] -> [..., n_embd]."""
 
 
 class SinusoidalPositionalEmbedding(nn.Module):
-    """Fixed sinusoidal vectors: positions [T] -> [T, n_embd]; no parameters."""
+    """Fixed sinusoidal vectors: positions [...] -> [..., n_embd]; no parameters."""
 
     def __init__(self, n_embd: int) -> None:
         super().__init__()
@@ -94,10 +98,10 @@ class Embeddings(nn.Module):
     def forward(
         self, idx: Tensor, positions: Tensor, token_type_ids: Tensor | None = None
     ) -> Tensor:
-        # idx: [B, T] token ids; positions: [T] absolute positions
+        # idx: [B, T] token ids; positions: [T] (shared) or [B, T] (per row) absolute positions
         x = self.wte(idx)  # [B, T, C]
         if self.wpe is not None:
-            x = x + self.wpe(positions)[None].to(x.dtype)  # [1, T, C] broadcast over the batch
+            x = x + self.wpe(positions).to(x.dtype)  # [T, C] or [B, T, C], broadcast to [B, T, C]
         if self.wtt is not None:
             types = torch.zeros_like(idx) if token_type_ids is None else token_type_ids
             x = x + self.wtt(types)

@@ -41,8 +41,14 @@ def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
             nn.init.normal_(p, mean=0.0, std=cfg.init_std / math.sqrt(2 * cfg.n_layer))
 
 
-def check_input(cfg: ModelConfig, idx: Tensor, start: int, attention_mask: Tensor | None) -> None:
-    """Clear errors for ids [B, T] the model cannot take (skipped inside torch.compile)."""
+def check_input(
+    cfg: ModelConfig,
+    idx: Tensor,
+    start: int,
+    attention_mask: Tensor | None,
+    position_ids: Tensor | None = None,
+) -> None:
+    """Clear errors for ids [B, T] the model cannot take (value checks skipped when compiling)."""
     if idx.dim() != 2:
         raise ValueError(f"idx must have shape [batch, time], got {tuple(idx.shape)}")
     if idx.dtype not in (torch.long, torch.int, torch.int16, torch.uint8):
@@ -60,12 +66,22 @@ def check_input(cfg: ModelConfig, idx: Tensor, start: int, attention_mask: Tenso
             f"attention_mask shape {tuple(attention_mask.shape)} must be "
             f"[batch, cached + new] = {(idx.shape[0], start + t)}"
         )
+    if position_ids is not None and tuple(position_ids.shape) not in ((t,), tuple(idx.shape)):
+        raise ValueError(
+            f"position_ids shape {tuple(position_ids.shape)} must be [T] or [batch, T] "
+            f"= {tuple(idx.shape)}"
+        )
     if torch.compiler.is_compiling():
         return
     lo, hi = int(idx.min()), int(idx.max())
     if lo < 0 or hi >= cfg.vocab_size:
         bad = lo if lo < 0 else hi
         raise ValueError(f"token id {bad} outside the vocabulary 0..{cfg.vocab_size - 1}")
+    if position_ids is not None:
+        lo, hi = int(position_ids.min()), int(position_ids.max())
+        if lo < 0 or hi >= cfg.context_length:
+            bad = lo if lo < 0 else hi
+            raise ValueError(f"position {bad} outside 0..{cfg.context_length - 1}")
 
 
 class GPTModel(nn.Module):
@@ -87,17 +103,22 @@ class GPTModel(nn.Module):
         *,
         attention_mask: Tensor | None = None,
         kv_cache: KVCache | None = None,
+        position_ids: Tensor | None = None,
     ) -> Tensor:
         """Hidden states after the final norm: idx [B, T] -> [B, T, n_embd].
 
         attention_mask [B, cached + T]: 1 for real tokens, 0 for padding keys.
         With a kv_cache, idx holds only the new tokens; their positions start at its length.
+        position_ids [T] or [B, T] overrides those positions, e.g. to count from each row's first
+        real token in a left-padded batch.
         """
         start = 0 if kv_cache is None else kv_cache.length
-        check_input(self.cfg, idx, start, attention_mask)
+        check_input(self.cfg, idx, start, attention_mask, position_ids)
         if kv_cache is not None:
             kv_cache.check_room(idx.shape[1], idx.shape[0])
-        positions = torch.arange(start, start + idx.shape[1], device=idx.device)  # [T]
+        positions = position_ids  # [T] or [B, T]
+        if positions is None:
+            positions = torch.arange(start, start + idx.shape[1], device=idx.device)  # [T]
         x = self.embed(idx, positions)  # [B, T, C]
         rope = None
         if self.cfg.pos_emb == "rope":
@@ -114,9 +135,13 @@ class GPTModel(nn.Module):
         *,
         attention_mask: Tensor | None = None,
         kv_cache: KVCache | None = None,
+        position_ids: Tensor | None = None,
     ) -> Tensor:
-        """Next-token logits: idx [B, T] -> [B, T, vocab_size]."""
-        return self.lm_head(self.features(idx, attention_mask=attention_mask, kv_cache=kv_cache))
+        """Next-token logits: idx [B, T] -> [B, T, vocab_size] (arguments as in `features`)."""
+        hidden = self.features(
+            idx, attention_mask=attention_mask, kv_cache=kv_cache, position_ids=position_ids
+        )
+        return self.lm_head(hidden)
 
     def num_parameters(self, non_embedding: bool = False) -> int:
         return count_parameters(self, non_embedding=non_embedding)
