@@ -74,7 +74,7 @@ class TrainResult:
     best_val_loss: float | None
     tokens: int  # target tokens trained on
     seconds: float  # wall time of this call
-    stopped: str  # "max_steps", "max_seconds", "signal" or "non_finite"
+    stopped: str  # "max_steps", "max_seconds", "signal", "paused" or "non_finite"
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -278,8 +278,10 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------- run
 
-    def fit(self) -> TrainResult:
+    def fit(self, until_step: int | None = None) -> TrainResult:
+        """Train to ``cfg.max_steps`` (or pause at ``until_step``, saving a checkpoint there)."""
         cfg = self.cfg
+        last_step = min(until_step or cfg.max_steps, cfg.max_steps)
         start_time = time.perf_counter()
         self.model.train()
         batches = self.train_loader.batches()
@@ -297,7 +299,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         with _StopFlag() as stop:
-            while self.step < cfg.max_steps:
+            while self.step < last_step:
                 tokens_before = self.tokens
                 loss = self.train_step(batches)
                 bar.update(1)
@@ -349,9 +351,12 @@ class Trainer:
                 if over_time:
                     stopped = "max_seconds"
                     break
+            else:
+                if self.step < cfg.max_steps:
+                    stopped = "paused"
         bar.close()
         if self.run_dir is not None:
-            if stopped == "signal" or cfg.save_interval:
+            if stopped in ("signal", "paused") or cfg.save_interval:
                 self.save()
             if self.metrics.records:
                 plot_runs([(self.run_dir.name, self.metrics.records)], self.run_dir / "loss.png")

@@ -66,6 +66,7 @@ class MetricsLog:
         """Drop records past ``step`` (used on resume, so a rerun does not log a step twice)."""
         self.records = [r for r in self.records if r.get("step", 0) <= step]
         if self.path:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             text = "".join(json.dumps(r) + "\n" for r in self.records)
             self.path.write_text(text, encoding="utf-8")
 

@@ -1,0 +1,173 @@
+"""The CLI as a user meets it: --help everywhere, a tiny train-then-generate run, clean errors."""
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from scratchllm.cli import build_parser, main
+
+
+def _all_command_paths(parser=None, prefix=()):
+    parser = parser or build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name)
+                yield from _all_command_paths(sub, (*prefix, name))
+
+
+COMMANDS = sorted(set(_all_command_paths()))
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: scratchllm " + " ".join(command))
+    assert len(out.splitlines()) > 3
+
+
+def test_core_commands_are_registered():
+    assert {("demo",), ("train",), ("generate",)} <= set(COMMANDS)
+
+
+def _write_corpus(directory, n_docs=6):
+    directory.mkdir()
+    sentences = [
+        "The quick brown fox jumps over the lazy dog. ",
+        "A function returns a value to its caller. ",
+        "Every list keeps its items in order. ",
+    ]
+    for i in range(n_docs):
+        text = "".join(sentences[(i + j) % 3] for j in range(60))
+        (directory / f"doc{i}.txt").write_text(text)
+    (directory / "notes.md").write_text("# Notes\n\n" + sentences[0] * 30)
+    return directory
+
+
+def test_train_then_generate_end_to_end(tmp_path, capsys):
+    corpus = _write_corpus(tmp_path / "corpus")
+    run = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "--data",
+            str(corpus),
+            "--out",
+            str(run),
+            "--steps",
+            "8",
+            "--batch-size",
+            "4",
+            "--n-layer",
+            "1",
+            "--n-embd",
+            "32",
+            "--n-head",
+            "2",
+            "--context-length",
+            "16",
+            "--vocab-size",
+            "300",
+            "--eval-interval",
+            "4",
+            "--no-progress",
+            "--prompt",
+            "The quick",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "validation loss:" in out and "unigram baseline" in out
+    for name in (
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "metrics.jsonl",
+        "loss.png",
+        "train_config.json",
+    ):
+        assert (run / name).is_file(), name
+    code = main(
+        [
+            "generate",
+            "--run",
+            str(run),
+            "--prompt",
+            "The quick",
+            "--seed",
+            "3",
+            "--max-new-tokens",
+            "12",
+        ]
+    )
+    first = capsys.readouterr().out
+    assert code == 0 and first.startswith("The quick")
+    main(
+        [
+            "generate",
+            "--run",
+            str(run),
+            "--prompt",
+            "The quick",
+            "--seed",
+            "3",
+            "--max-new-tokens",
+            "12",
+        ]
+    )
+    assert capsys.readouterr().out == first  # same seed, same text
+
+
+def _run_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "scratchllm", *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_missing_data_path_is_a_one_line_error(tmp_path):
+    missing = tmp_path / "no-such-corpus"
+    proc = _run_cli("train", "--data", str(missing), "--out", str(tmp_path / "run"))
+    assert proc.returncode == 2
+    assert str(missing) in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_empty_corpus_is_a_clear_error(tmp_path, capsys):
+    corpus = tmp_path / "empty"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("")
+    code = main(["train", "--data", str(corpus), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and str(corpus) in err and "Traceback" not in err
+
+
+def test_corpus_too_small_for_one_window_names_the_numbers(tmp_path, capsys):
+    corpus = tmp_path / "small.txt"
+    corpus.write_text("Just a few words here.")
+    code = main(
+        [
+            "train",
+            "--data",
+            str(corpus),
+            "--out",
+            str(tmp_path / "run"),
+            "--context-length",
+            "64",
+            "--vocab-size",
+            "260",
+            "--no-progress",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "65" in err and "tokens" in err  # needs max_length + 1 = 65 tokens
+
+
+def test_generate_from_missing_run_is_a_clear_error(tmp_path, capsys):
+    code = main(["generate", "--run", str(tmp_path / "nope"), "--prompt", "x"])
+    assert code == 2 and "nope" in capsys.readouterr().err

@@ -1,0 +1,94 @@
+import json
+import os
+
+import pytest
+import torch
+
+from scratchllm.errors import CheckpointError
+from scratchllm.model import GPTModel, get_preset
+from scratchllm.train import checkpoint as ckpt
+
+
+def _model(**overrides):
+    return GPTModel(get_preset("tiny", **overrides))
+
+
+def test_weights_round_trip_bitwise_and_stay_tied(tmp_path):
+    a, b = _model(), _model()
+    torch.manual_seed(1)
+    b = _model()
+    ckpt.save_weights(a, tmp_path / "w.safetensors")
+    ckpt.load_weights(b, tmp_path / "w.safetensors")
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(pa, pb), name
+    assert b.lm_head.weight.data_ptr() == b.embed.wte.weight.data_ptr()
+
+
+def test_mismatched_weights_list_every_problem(tmp_path):
+    ckpt.save_weights(_model(n_embd=48, n_layer=3), tmp_path / "w.safetensors")
+    with pytest.raises(CheckpointError) as info:
+        ckpt.load_weights(_model(), tmp_path / "w.safetensors")
+    message = str(info.value)
+    assert "w.safetensors" in message and "shape" in message and "missing tensor" not in message
+    assert "unexpected tensor blocks.2" in message
+
+
+def test_corrupt_weights_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(b"not safetensors at all")
+    with pytest.raises(CheckpointError, match="w.safetensors"):
+        ckpt.load_weights(_model(), path)
+
+
+def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "state.json"
+    ckpt.atomic_write_json(path, {"v": 1})
+
+    def broken_fsync(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", broken_fsync)
+    with pytest.raises(OSError):
+        ckpt.atomic_write_json(path, {"v": 2})
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]  # no temporary left behind
+
+
+def test_checkpoint_round_trip_and_corruption_detection(tmp_path):
+    model = _model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model(torch.randint(0, 64, (2, 8))).sum().backward()
+    opt.step()
+    directory = ckpt.save_checkpoint(tmp_path / "step-0000001", model, opt, {"step": 1})
+    other = _model()
+    other_opt = torch.optim.AdamW(other.parameters(), lr=1e-3)
+    state = ckpt.load_checkpoint(directory, other, other_opt)
+    assert state == {"step": 1}
+    for pa, pb in zip(model.parameters(), other.parameters()):
+        assert torch.equal(pa, pb)
+    exp_a = opt.state_dict()["state"][0]["exp_avg"]
+    assert torch.equal(exp_a, other_opt.state_dict()["state"][0]["exp_avg"])
+    # flip one byte of the weights: the manifest catches it
+    weights = directory / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        ckpt.verify_checkpoint(directory)
+
+
+def test_prune_keeps_the_newest(tmp_path):
+    model = _model()
+    for step in range(1, 5):
+        ckpt.save_checkpoint(tmp_path / "checkpoints" / f"step-{step:07d}", model, None, {})
+    ckpt.prune_checkpoints(tmp_path, keep_last=2)
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-0000003", "step-0000004"]
+
+
+def test_load_run_errors_name_the_path(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        ckpt.load_run(tmp_path / "nope")
+    (tmp_path / "config.json").write_text("{broken")
+    with pytest.raises(CheckpointError, match="config.json"):
+        ckpt.load_run(tmp_path)

@@ -1,0 +1,87 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from scratchllm.data.loaders import EpochLoader
+from scratchllm.data.windows import WindowDataset
+from scratchllm.model import GPTModel, get_preset
+from scratchllm.train.config import TrainConfig
+from scratchllm.train.loop import Trainer, next_token_loss
+from scratchllm.train.pretrain import unigram_cross_entropy
+
+
+def _data(n=2000, vocab=64, seed=0):
+    # a repeating pattern with a little noise: learnable in a few dozen steps
+    rng = np.random.default_rng(seed)
+    ids = np.tile(np.arange(16), n // 16 + 1)[:n]
+    noise = rng.random(n) < 0.05
+    ids[noise] = rng.integers(0, vocab, noise.sum())
+    return ids
+
+
+def _trainer(tmp_path, steps=30, **cfg_overrides):
+    torch.manual_seed(0)
+    model = GPTModel(get_preset("tiny", vocab_size=64, context_length=16))
+    settings = dict(
+        max_steps=steps,
+        batch_size=4,
+        lr=3e-3,
+        min_lr=3e-4,
+        warmup_steps=5,
+        eval_interval=10,
+        log_interval=5,
+        seed=0,
+        device="cpu",
+    )
+    cfg = TrainConfig(**{**settings, **cfg_overrides})
+    loader = EpochLoader(WindowDataset(_data(), 16, 16), 4, seed=0)
+    val = EpochLoader(WindowDataset(_data(seed=1)[:400], 16, 16), 4, shuffle=False)
+    return Trainer(model, cfg, loader, lambda: iter(val), run_dir=tmp_path, progress=False)
+
+
+def test_loss_falls_and_artifacts_are_written(tmp_path):
+    trainer = _trainer(tmp_path, steps=60)
+    result = trainer.fit()
+    losses = [r["loss"] for r in result.history if "loss" in r]
+    assert losses[0] > losses[-1] + 1.0
+    assert result.val_loss is not None and result.val_loss < math.log(64)
+    assert (tmp_path / "metrics.jsonl").exists() and (tmp_path / "loss.png").exists()
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("stop_at", [7, 10])
+def test_resume_equals_uninterrupted_bitwise(tmp_path, stop_at):
+    full = _trainer(tmp_path / "full", steps=20, log_interval=1)
+    full.fit()
+    # first leg stops at `stop_at` and writes a checkpoint; the second resumes from it
+    first = _trainer(tmp_path / "split", steps=20, log_interval=1)
+    assert first.fit(until_step=stop_at).stopped == "paused"
+    second = _trainer(tmp_path / "split2", steps=20, log_interval=1)
+    second.resume(tmp_path / "split" / "checkpoints" / f"step-{stop_at:07d}")
+    second.fit()
+    for (name, a), b in zip(full.model.state_dict().items(), second.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    full_losses = [r["loss"] for r in full.metrics.records if "loss" in r and r["step"] > stop_at]
+    resumed = [r["loss"] for r in second.metrics.records if "loss" in r and r["step"] > stop_at]
+    assert resumed == full_losses
+
+
+def test_non_finite_steps_are_skipped_then_stop(tmp_path):
+    def nan_loss(model, batch):
+        loss, n = next_token_loss(model, batch)
+        return loss * float("nan"), n
+
+    trainer = _trainer(tmp_path, steps=20, max_bad_steps=3)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.loss_fn = nan_loss
+    result = trainer.fit()
+    assert result.stopped == "non_finite" and trainer.skipped_steps == 3
+    for a, b in zip(before, trainer.model.parameters()):
+        assert torch.equal(a, b)  # no update was applied
+
+
+def test_unigram_cross_entropy_of_uniform_tokens_is_log_vocab():
+    ids = np.arange(100).repeat(50)
+    assert unigram_cross_entropy(ids, ids, 100) == pytest.approx(math.log(100))
