@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from scratchllm.train import checkpoint as ckpt
 from scratchllm.train.config import TrainConfig
+from scratchllm.train.distributed import DistInfo, all_reduce_grads, mean_across_ranks, shard_batch
 from scratchllm.train.metrics import MetricsLog, flops_per_token, peak_tflops, plot_runs
 from scratchllm.train.optim import build_optimizer, lr_at
 
@@ -160,16 +161,19 @@ class Trainer:
         on_eval: Callable[[int, float], None] | None = None,
         progress: bool = True,
         device: torch.device | None = None,
+        dist: DistInfo | None = None,
     ) -> None:
         self.cfg = cfg
+        self.dist = dist or DistInfo()
         self.device = device or resolve_device(cfg.device)
         self.model = model.to(self.device)
         self.train_loader = train_loader
         self.val_batches = val_batches
         self.loss_fn = loss_fn
         self.on_eval = on_eval
-        self.progress = progress
-        self.run_dir = Path(run_dir) if run_dir else None
+        self.progress = progress and self.dist.is_main
+        # Only the main process writes: metrics, plots and checkpoints.
+        self.run_dir = Path(run_dir) if run_dir and self.dist.is_main else None
         self.amp_dtype = autocast_dtype(cfg, self.device)
         self.optimizer = build_optimizer(self.model, cfg, self.device)
         self.forward_model = torch.compile(self.model) if cfg.compile else self.model
@@ -227,7 +231,8 @@ class Trainer:
             else nullcontext()
         )
         with amp:
-            loss, n_tokens = self.loss_fn(self.forward_model, to_device(batch, self.device))
+            batch = to_device(shard_batch(batch, self.dist), self.device)
+            loss, n_tokens = self.loss_fn(self.forward_model, batch)
         (loss / self.cfg.grad_accum).backward()
         return loss.item(), n_tokens
 
@@ -241,9 +246,11 @@ class Trainer:
             loss, n = self._micro_step(next(batches))
             losses.append(loss)
             n_total += n
+        all_reduce_grads(self.model, self.dist)
         clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
-        mean_loss = sum(losses) / len(losses)
+        mean_loss = mean_across_ranks(sum(losses) / len(losses), self.dist, self.device)
+        n_total *= self.dist.world_size
         if not (math.isfinite(mean_loss) and math.isfinite(grad_norm)):
             self.optimizer.zero_grad(set_to_none=True)
             self.bad_steps += 1

@@ -1,0 +1,57 @@
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from scratchllm.train.distributed import DistInfo, shard_batch
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _launch(world_size: int, out: Path) -> None:
+    port = str(_free_port())
+    procs = []
+    for rank in range(world_size):
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": str(world_size),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(WORKER), str(out)], env=env, stderr=subprocess.PIPE, text=True
+            )
+        )
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+
+
+def test_two_processes_match_one_process(tmp_path):
+    _launch(1, tmp_path / "one.safetensors")
+    _launch(2, tmp_path / "two.safetensors")
+    one, two = load_file(tmp_path / "one.safetensors"), load_file(tmp_path / "two.safetensors")
+    assert one.keys() == two.keys()
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], atol=1e-6, rtol=0, msg=name)
+
+
+def test_shard_batch_splits_rows_and_checks_divisibility():
+    x = torch.arange(8).view(4, 2)
+    assert torch.equal(shard_batch((x,), DistInfo(1, 2))[0], x[1::2])
+    with pytest.raises(ValueError, match="does not split evenly"):
+        shard_batch(torch.zeros(3, 2), DistInfo(0, 2))
