@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -295,7 +295,9 @@ def _encoded_chunks(
         for chunk in _chunks(docs, tokenizer, chunk_bytes):
             yield chunk, _encode_pieces([(p.text, p.first, p.last) for p in chunk])
         return
-    ctx = get_context("spawn")  # no fork of a process that may hold threads (torch, tqdm)
+    # fork (as torch's DataLoader does on Linux): no re-import of __main__, no tokenizer pickling;
+    # the workers run only numpy and the tokenizer. spawn where fork does not exist.
+    ctx = get_context("fork" if "fork" in get_all_start_methods() else "spawn")
     with ProcessPoolExecutor(
         workers, mp_context=ctx, initializer=_init_worker, initargs=init_args
     ) as pool:
