@@ -113,13 +113,13 @@ def bench_train(text: str, vocab_sizes: list[int], reps: int) -> list[tuple[str,
             times[f"ours-{backend}"] = median_seconds(ours, reps)
         if "rustbpe" in results:
             assert results["rustbpe"].tokens == results["reference"].tokens, "merges differ"
+        reached = results["reference"].vocab_size  # smaller when the corpus runs out of pairs
         for name, value in times.items():
             ratios = [f"{times['HF BpeTrainer'] / value:.2f}x faster than HF"]
             if "ours-rustbpe" in times:
                 ratios.append(f"{value / times['ours-rustbpe']:.2f}x rustbpe time")
-            out.append(
-                (f"train {name} vocab={vocab} ({mb:.1f} MB)", value, "s  " + ", ".join(ratios))
-            )
+            label = f"train {name} vocab={vocab} (got {reached}, {mb:.1f} MB)"
+            out.append((label, value, "s  " + ", ".join(ratios)))
     return out
 
 
