@@ -1,0 +1,116 @@
+"""LoRA: wrapping is exact at init, merging keeps the function, training leaves the base alone."""
+
+import pytest
+import torch
+
+from scratchllm.data.loaders import EpochLoader
+from scratchllm.data.windows import WindowDataset
+from scratchllm.errors import CheckpointError, ConfigError
+from scratchllm.finetune.lora import (
+    LoRAConfig,
+    LoRALinear,
+    apply_lora,
+    count_trainable,
+    load_adapter,
+    lora_disabled,
+    lora_layers,
+    merge_lora,
+    save_adapter,
+)
+from scratchllm.model import GPTModel, get_preset
+from scratchllm.train.config import TrainConfig
+from scratchllm.train.loop import Trainer
+
+
+def _model(preset: str = "tiny") -> GPTModel:
+    torch.manual_seed(0)
+    return GPTModel(get_preset(preset, dropout=0.0)).eval()
+
+
+def _randomise_b(model: GPTModel) -> None:
+    """Non-zero B, so the adapters change the output (B starts at zero)."""
+    for _, layer in lora_layers(model):
+        torch.nn.init.normal_(layer.lora_B, std=0.05)
+
+
+def test_linear_wrapper_starts_exact_and_freezes_base():
+    base = torch.nn.Linear(8, 5)
+    layer = LoRALinear(base, r=2, alpha=4, dropout=0.1)
+    x = torch.randn(3, 8)
+    assert torch.equal(layer.eval()(x), base(x))  # B = 0
+    assert not base.weight.requires_grad and layer.lora_A.requires_grad
+    assert layer.scaling == 2.0 and torch.count_nonzero(layer.lora_B) == 0
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-llama"])
+def test_merged_equals_unmerged(preset):
+    model = _model(preset)
+    idx = torch.randint(0, model.cfg.vocab_size, (2, 12))
+    names = apply_lora(model, r=4, alpha=8)
+    assert names and all(".attn." in n or ".mlp." in n for n in names)
+    _randomise_b(model)
+    with torch.no_grad():
+        unmerged = model(idx)
+        with lora_disabled(model):
+            base = model(idx)
+    assert not torch.allclose(unmerged, base, atol=1e-4)  # the adapters do something
+    assert merge_lora(model) == len(names)
+    assert not list(lora_layers(model))
+    with torch.no_grad():
+        merged = model(idx)
+    torch.testing.assert_close(merged, unmerged, atol=1e-5, rtol=1e-5)  # float32
+    assert set(model.state_dict()) == set(_model(preset).state_dict())  # plain names again
+
+
+def test_targets_and_counts():
+    model = _model()
+    total = sum(p.numel() for p in model.parameters())
+    names = apply_lora(model, targets=["qkv"], r=2, alpha=2)
+    assert names == ["blocks.0.attn.qkv", "blocks.1.attn.qkv"]
+    trainable, all_params = count_trainable(model)
+    c = model.cfg.n_embd
+    assert trainable == model.cfg.n_layer * 2 * (c + 3 * c)  # A [r, C] + B [3C, r] per layer
+    assert all_params == total + trainable
+    with pytest.raises(ConfigError, match="match no nn.Linear.*qkv"):
+        apply_lora(_model(), targets=["nope"])
+    with pytest.raises(ConfigError, match="rank"):
+        LoRALinear(torch.nn.Linear(2, 2), r=0, alpha=1)
+
+
+def test_base_weights_unchanged_after_training(tmp_path):
+    model = _model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    apply_lora(model, r=4, alpha=8, dropout=0.1)
+    ids = torch.arange(600) % 50
+    loader = EpochLoader(WindowDataset(ids, 16, 16), 4, seed=0)
+    cfg = TrainConfig(
+        max_steps=6, batch_size=4, lr=1e-2, warmup_steps=1, eval_interval=100, device="cpu"
+    )
+    Trainer(model, cfg, loader, None, progress=False).fit()
+    after = model.state_dict()
+    for name, tensor in before.items():
+        wrapped = name.replace(".weight", ".base.weight").replace(".bias", ".base.bias")
+        current = after[name] if name in after else after[wrapped]
+        assert torch.equal(current, tensor), name  # bit for bit
+    assert any(torch.count_nonzero(layer.lora_B) for _, layer in lora_layers(model))
+
+
+def test_adapter_round_trip(tmp_path):
+    model = _model()
+    apply_lora(model, r=4, alpha=8)
+    _randomise_b(model)
+    idx = torch.randint(0, 256, (1, 10))
+    with torch.no_grad():
+        expected = model(idx)
+    save_adapter(model, tmp_path, LoRAConfig(r=4, alpha=8), base_run=None)
+    # the adapter file holds only the adapters: A and B for each wrapped layer
+    from safetensors.torch import load_file
+
+    names = set(load_file(tmp_path / "adapter.safetensors"))
+    assert names and all(n.endswith((".lora_A", ".lora_B")) for n in names)
+    fresh = _model()
+    load_adapter(fresh, tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(idx), expected)
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_adapter(_model("tiny-llama"), tmp_path)
