@@ -21,6 +21,8 @@ COMMAND_MODULES = [
     "data",
     "model",
     "tokenizer",
+    "finetune",
+    "classify",
 ]
 
 
