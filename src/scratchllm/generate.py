@@ -9,6 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from scratchllm.generation import (
+    DEFAULT_SAMPLING,
     GREEDY,
     Completion,
     ContextOverflowError,
@@ -25,6 +26,7 @@ from scratchllm.generation import (
 )
 
 __all__ = [
+    "DEFAULT_SAMPLING",
     "GREEDY",
     "Completion",
     "ContextOverflowError",
@@ -47,7 +49,7 @@ def complete(
     tokenizer,
     prompt: str,
     max_new_tokens: int = 50,
-    sampling: SamplingConfig = SamplingConfig(),
+    sampling: SamplingConfig = DEFAULT_SAMPLING,
     seed: int | None = None,
     *,
     stop: tuple[str, ...] = (),

@@ -20,6 +20,7 @@ from scratchllm.generation.engine import (
 )
 from scratchllm.generation.reference import generate, left_pad
 from scratchllm.generation.sampling import (
+    DEFAULT_SAMPLING,
     GREEDY,
     SamplingConfig,
     TokenHistory,
@@ -28,6 +29,7 @@ from scratchllm.generation.sampling import (
 from scratchllm.generation.text import TextStream
 
 __all__ = [
+    "DEFAULT_SAMPLING",
     "GREEDY",
     "Completion",
     "ContextOverflowError",

@@ -26,7 +26,12 @@ from scratchllm.errors import ScratchLLMError
 from scratchllm.generation.cache import SlotKVCache
 from scratchllm.generation.decode_step import make_step
 from scratchllm.generation.reference import left_pad, positions_from_mask
-from scratchllm.generation.sampling import SamplingConfig, TokenHistory, sample_next_token
+from scratchllm.generation.sampling import (
+    DEFAULT_SAMPLING,
+    SamplingConfig,
+    TokenHistory,
+    sample_next_token,
+)
 from scratchllm.generation.text import TextStream
 from scratchllm.model import KVCache
 
@@ -41,7 +46,7 @@ class ContextOverflowError(ScratchLLMError, ValueError):
 @dataclass(frozen=True)
 class Request:
     prompt_ids: tuple[int, ...]  # the prompt, already tokenized (at least one id)
-    sampling: SamplingConfig = SamplingConfig()
+    sampling: SamplingConfig = DEFAULT_SAMPLING
     max_new_tokens: int = 100
     stop: tuple[str, ...] = ()  # stop strings (not included in the text)
     stop_token_ids: tuple[int, ...] = ()  # ids that end the reply besides the end-of-text id
@@ -331,7 +336,7 @@ class Engine:
     def generate(
         self,
         prompts: Sequence[str | Sequence[int]],
-        sampling: SamplingConfig = SamplingConfig(),
+        sampling: SamplingConfig = DEFAULT_SAMPLING,
         max_new_tokens: int = 100,
         *,
         stop: Sequence[str] = (),
@@ -363,7 +368,7 @@ class Engine:
     def stream(
         self,
         prompt: str | Sequence[int],
-        sampling: SamplingConfig = SamplingConfig(),
+        sampling: SamplingConfig = DEFAULT_SAMPLING,
         max_new_tokens: int = 100,
         *,
         stop: Sequence[str] = (),

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from scratchllm.generation.sampling import (
+    DEFAULT_SAMPLING,
     RowGenerators,
     SamplingConfig,
     TokenHistory,
@@ -49,7 +50,7 @@ def generate(
     model: nn.Module,
     idx: Tensor,
     max_new_tokens: int,
-    sampling: SamplingConfig = SamplingConfig(),
+    sampling: SamplingConfig = DEFAULT_SAMPLING,
     *,
     eot_id: int | None = None,
     context_length: int | None = None,

@@ -62,6 +62,7 @@ class SamplingConfig:
         )
 
 
+DEFAULT_SAMPLING = SamplingConfig()  # plain sampling from the model's distribution
 GREEDY = SamplingConfig(temperature=0.0)
 
 
@@ -127,7 +128,7 @@ RowGenerators = torch.Generator | Sequence[torch.Generator | None] | None
 
 def sample_next_token(
     logits: Tensor,
-    sampling: SamplingConfig = SamplingConfig(),
+    sampling: SamplingConfig = DEFAULT_SAMPLING,
     generator: RowGenerators = None,
     *,
     history: TokenHistory | None = None,

@@ -1,0 +1,196 @@
+"""The KV-cached engine against the naive reference decoder, batching, stopping, overflow."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from scratchllm.generation import (
+    GREEDY,
+    ContextOverflowError,
+    DecodeBatch,
+    Engine,
+    Request,
+    SamplingConfig,
+    generate,
+    left_pad,
+)
+
+PROMPTS = [[10, 20, 30, 40, 50, 60], [7], [100, 101, 102]]
+
+
+def reference_tokens(model, prompts, n, sampling=GREEDY, **kw) -> list[list[int]]:
+    idx, mask = left_pad(prompts)
+    out = generate(model, idx, n, sampling, attention_mask=mask, **kw)
+    return out[:, idx.shape[1] :].tolist()
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_cached_greedy_equals_reference_token_for_token(model, tokenizer, batch):
+    prompts = PROMPTS[:batch]
+    got = Engine(model, tokenizer).generate(prompts, GREEDY, 24)
+    assert [c.token_ids for c in got] == reference_tokens(model, prompts, 24)
+    assert all(c.finish_reason == "length" for c in got)
+
+
+def test_grouped_and_multi_query_attention_configs(tokenizer, make_model):
+    for n_kv_head in (1, 4):
+        model = make_model("tiny-llama", n_kv_head=n_kv_head)
+        got = Engine(model, tokenizer).generate(PROMPTS, GREEDY, 12)
+        assert [c.token_ids for c in got] == reference_tokens(model, PROMPTS, 12)
+
+
+def test_left_padded_batch_equals_each_prompt_alone(model, tokenizer):
+    engine = Engine(model, tokenizer)
+    together = [c.token_ids for c in engine.generate(PROMPTS, GREEDY, 16)]
+    alone = [engine.generate([p], GREEDY, 16)[0].token_ids for p in PROMPTS]
+    assert together == alone
+    # the reference agrees with itself too: padding does not leak into a row
+    assert reference_tokens(model, PROMPTS[1:2], 16) == reference_tokens(model, PROMPTS, 16)[1:2]
+
+
+def test_each_sequence_stops_on_its_own_end_of_text(model, tokenizer):
+    free = [c.token_ids for c in Engine(model, tokenizer).generate(PROMPTS, GREEDY, 10)]
+    # Call a token row 0 produces (not first) the end-of-text id: row 0 stops, the others go on.
+    k = next(i for i in range(1, 10) if free[0][i] not in free[0][:i])
+    eot = free[0][k]
+
+    class EotTokenizer:
+        eot_id = eot
+
+        def encode(self, s):
+            return tokenizer.encode(s)
+
+        def decode_bytes(self, ids):
+            return tokenizer.decode_bytes(ids)
+
+    got = Engine(model, EotTokenizer()).generate(PROMPTS, GREEDY, 10)
+    assert got[0].finish_reason == "eot" and got[0].token_ids == free[0][:k]
+    for c, f in zip(got[1:], free[1:]):
+        cut = f.index(eot) if eot in f else len(f)
+        assert c.token_ids == f[:cut]
+
+
+def test_stop_strings_and_stop_token_ids(model, tokenizer):
+    engine = Engine(model, tokenizer)
+    (full,) = engine.generate([PROMPTS[0]], GREEDY, 20)
+    text = tokenizer.decode(full.token_ids)
+    stop = text[5:7]
+    (cut,) = engine.generate([PROMPTS[0]], GREEDY, 20, stop=[stop])
+    assert cut.finish_reason == "stop" and cut.text == text[: text.index(stop)]
+    (by_id,) = engine.generate([PROMPTS[0]], GREEDY, 20, stop_token_ids=[full.token_ids[4]])
+    assert by_id.finish_reason == "eot"
+    assert by_id.token_ids == full.token_ids[: full.token_ids.index(full.token_ids[4])]
+
+
+def test_seeded_sampling_is_reproducible_and_independent_of_the_batch(model, tokenizer):
+    engine = Engine(model, tokenizer)
+    cfg = SamplingConfig(temperature=1.0, top_k=50, top_p=0.9, min_p=0.01)
+    a = engine.generate(PROMPTS, cfg, 12, seed=3)
+    b = engine.generate(PROMPTS, cfg, 12, seed=3)
+    assert [c.token_ids for c in a] == [c.token_ids for c in b]
+    # row 2 is seeded 3 + 2 in the batch; alone with seed 5 it draws the same tokens
+    (alone,) = engine.generate([PROMPTS[2]], cfg, 12, seed=5)
+    assert alone.token_ids == a[2].token_ids
+
+
+def test_penalties_match_the_reference_under_greedy(model, tokenizer):
+    cfg = SamplingConfig(temperature=0.0, repetition_penalty=1.5, frequency_penalty=0.5)
+    got = Engine(model, tokenizer).generate(PROMPTS, cfg, 16)
+    assert [c.token_ids for c in got] == reference_tokens(model, PROMPTS, 16, cfg)
+
+
+def test_requests_join_and_leave_between_steps(model, tokenizer):
+    """Continuous batching: a request admitted mid-way decodes exactly as it would alone."""
+    alone = [Engine(model, tokenizer).generate([p], GREEDY, 8)[0].token_ids for p in PROMPTS]
+    batch = DecodeBatch(model, tokenizer, slots=2, max_len=40)
+    first = batch.add(Request(tuple(PROMPTS[0]), GREEDY, 8))[0]
+    results, pending = {}, [PROMPTS[1], PROMPTS[2]]
+    ids = {first: 0}
+    for _ in range(3):
+        for e in batch.step():
+            assert e.completion is None
+    ids[batch.add(Request(tuple(pending.pop(0)), GREEDY, 8))[0]] = 1
+    while batch.num_active:
+        for e in batch.step():
+            if e.completion is not None:
+                results[ids[e.request_id]] = e.completion.token_ids
+                if pending:  # a finished slot is reused at once
+                    ids[batch.add(Request(tuple(pending.pop(0)), GREEDY, 8))[0]] = 2
+    assert [results[i] for i in range(3)] == alone
+
+
+def test_cancel_frees_the_slot(model, tokenizer):
+    batch = DecodeBatch(model, tokenizer, slots=1, max_len=32)
+    (rid,) = batch.add(Request((1, 2, 3), GREEDY, 20))
+    batch.step()
+    done = batch.cancel(rid)
+    assert done is not None and done.finish_reason == "cancelled" and len(done.token_ids) == 1
+    assert batch.free_slots == 1 and batch.cancel(rid) is None
+    with pytest.raises(ValueError, match="free slots"):
+        batch.add([Request((1,), GREEDY, 2), Request((2,), GREEDY, 2)])
+
+
+def test_beyond_context_is_an_error_by_default(model, tokenizer):
+    ctx = model.cfg.context_length
+    with pytest.raises(ContextOverflowError, match="context"):
+        Engine(model, tokenizer).generate([[1] * (ctx - 4)], GREEDY, 5)
+    # exactly filling the context is fine
+    (c,) = Engine(model, tokenizer).generate([[1] * (ctx - 4)], GREEDY, 4)
+    assert len(c.token_ids) == 4
+
+
+def test_sliding_window_goes_past_the_context(model, tokenizer):
+    ctx = model.cfg.context_length
+    prompt = list(range(1, 21))
+    (c,) = Engine(model, tokenizer).generate([prompt], GREEDY, ctx + 30, overflow="slide")
+    assert len(c.token_ids) == ctx + 30 and c.finish_reason == "length"
+    # until the window first slides, the tokens are the reference's
+    ref = reference_tokens(model, [prompt], ctx - len(prompt))[0]
+    assert c.token_ids[: len(ref)] == ref
+    # a prompt longer than the context keeps its most recent tokens
+    (long,) = Engine(model, tokenizer).generate([[5] * (2 * ctx)], GREEDY, 3, overflow="slide")
+    assert len(long.token_ids) == 3
+
+
+def test_invalid_requests(model, tokenizer):
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        Request((1,), GREEDY, 0)
+    with pytest.raises(ValueError, match="at least one"):
+        Request((), GREEDY, 3)
+    with pytest.raises(ValueError, match="vocabulary"):
+        Engine(model, tokenizer).generate([[999]], GREEDY, 3)
+    with pytest.raises(ValueError, match="overflow"):
+        DecodeBatch(model, tokenizer, 1, overflow="wrap")
+    with pytest.raises(TypeError):
+        Engine(model, tokenizer).generate("a string", GREEDY, 3)
+
+
+def test_cuda_graph_mode_falls_back_to_eager_off_cuda(model, tokenizer):
+    with pytest.warns(UserWarning, match="CUDA"):
+        engine = Engine(model, tokenizer, step_mode="cuda_graph")
+        got = engine.generate(PROMPTS, GREEDY, 6)
+    assert engine._batch is not None and engine._batch.step_mode == "eager"
+    assert [c.token_ids for c in got] == reference_tokens(model, PROMPTS, 6)
+
+
+def test_decode_step_traces_as_one_graph(model, tokenizer):
+    """What the GPU path compiles has no graph breaks (checked with the cheap eager backend)."""
+    from scratchllm.generation.decode_step import decode_logits
+
+    batch = DecodeBatch(model, tokenizer, slots=2, max_len=16)
+    batch.add([Request((1, 2, 3), GREEDY, 4), Request((4,), GREEDY, 4)])
+    batch.cache.view_len = batch.cache.max_len
+    eager = decode_logits(model, batch.cache, batch.tokens).clone()
+    compiled = torch.compile(decode_logits, backend="eager", fullgraph=True, dynamic=False)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(model, batch.cache, batch.tokens), eager)
+
+
+def test_complete_keeps_its_signature(model, tokenizer):
+    from scratchllm.generate import complete
+
+    text = complete(model, tokenizer, "ab", 5, GREEDY, seed=1)
+    assert isinstance(text, str)
+    # sliding by default: longer than the context still works
+    assert isinstance(complete(model, tokenizer, "ab", model.cfg.context_length + 5, GREEDY), str)

@@ -1,0 +1,106 @@
+"""`sample_next_token` and `SamplingConfig`: every filter and penalty, seeds, invalid settings."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from scratchllm.generation import GREEDY, SamplingConfig, TokenHistory, sample_next_token
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"temperature": -0.1},
+        {"temperature": float("nan")},
+        {"top_k": 0},
+        {"top_p": 0.0},
+        {"top_p": 1.5},
+        {"min_p": -0.1},
+        {"min_p": 1.1},
+        {"repetition_penalty": 0.0},
+        {"frequency_penalty": 3.0},
+        {"presence_penalty": -2.5},
+    ],
+)
+def test_invalid_settings_raise_value_error_naming_the_field(kwargs):
+    (name,) = kwargs
+    with pytest.raises(ValueError, match=name):
+        SamplingConfig(**kwargs)
+
+
+def test_greedy_is_argmax():
+    logits = torch.randn(4, 50)
+    assert torch.equal(sample_next_token(logits, GREEDY), logits.argmax(-1))
+
+
+def _draws(logits, sampling, n=300, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {int(sample_next_token(logits, sampling, g)[0]) for _ in range(n)}
+
+
+def test_top_k_keeps_only_the_k_most_likely():
+    logits = torch.tensor([[5.0, 4.0, 3.0, 0.0, -1.0]])
+    assert _draws(logits, SamplingConfig(temperature=5.0, top_k=2)) == {0, 1}
+
+
+def test_top_p_keeps_the_smallest_set_reaching_p():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    # 0.5 < 0.7, 0.5 + 0.3 >= 0.7: the first two tokens make the nucleus.
+    assert _draws(probs.log(), SamplingConfig(top_p=0.7)) == {0, 1}
+    # top_p=1 keeps everything (the 0.05 token is drawn within 300 tries).
+    assert _draws(probs.log(), SamplingConfig(top_p=1.0), n=600) == {0, 1, 2, 3}
+
+
+def test_min_p_drops_tokens_below_a_fraction_of_the_best():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    # threshold 0.4 * 0.5 = 0.2: tokens 2 and 3 are dropped.
+    assert _draws(probs.log(), SamplingConfig(min_p=0.4)) == {0, 1}
+
+
+def test_low_temperature_approaches_greedy_and_high_flattens():
+    logits = torch.tensor([[2.0, 1.0, 0.0]])
+    assert _draws(logits, SamplingConfig(temperature=0.01)) == {0}
+    assert _draws(logits, SamplingConfig(temperature=100.0)) == {0, 1, 2}
+
+
+def test_same_seed_same_draws_and_per_row_generators_ignore_neighbours():
+    logits = torch.randn(3, 100)
+    cfg = SamplingConfig(temperature=1.0)
+    a = [sample_next_token(logits, cfg, torch.Generator().manual_seed(7)) for _ in range(2)]
+    assert torch.equal(a[0], a[1])
+    gens = [torch.Generator().manual_seed(s) for s in (1, 2, 3)]
+    batched = sample_next_token(logits, cfg, gens)
+    alone = sample_next_token(logits[1:2], cfg, [torch.Generator().manual_seed(2)])
+    assert batched[1] == alone[0]
+    with pytest.raises(ValueError, match="generators"):
+        sample_next_token(logits, cfg, gens[:2])
+
+
+def test_repetition_penalty_divides_positive_and_multiplies_negative_logits():
+    logits = torch.tensor([[2.0, -1.0, 1.9]])
+    history = TokenHistory(1, 3)
+    history.add_prompt(0, [0, 1])
+    greedy_rep = SamplingConfig(temperature=0.0, repetition_penalty=2.0)
+    # token 0: 2.0 -> 1.0, token 1: -1 -> -2, token 2 unseen: 1.9 wins
+    assert int(sample_next_token(logits, greedy_rep, history=history)[0]) == 2
+    with pytest.raises(ValueError, match="TokenHistory"):
+        sample_next_token(logits, greedy_rep)
+
+
+def test_frequency_and_presence_penalties_count_output_tokens_only():
+    logits = torch.tensor([[3.0, 2.5, 0.0]])
+    history = TokenHistory(1, 3)
+    history.add_prompt(0, [1])  # the prompt does not count for these two penalties
+    freq = SamplingConfig(temperature=0.0, frequency_penalty=0.4)
+    assert int(sample_next_token(logits, freq, history=history)[0]) == 0
+    history.add_output(torch.tensor([0]))
+    history.add_output(torch.tensor([0]))  # token 0 twice: 3.0 - 0.8 = 2.2 < 2.5
+    assert int(sample_next_token(logits, freq, history=history)[0]) == 1
+    presence = SamplingConfig(temperature=0.0, presence_penalty=0.4)  # 3.0 - 0.4 > 2.5
+    assert int(sample_next_token(logits, presence, history=history)[0]) == 0
+
+
+def test_logits_must_be_two_dimensional():
+    with pytest.raises(ValueError, match="batch, vocab"):
+        sample_next_token(torch.randn(10), GREEDY)
