@@ -14,6 +14,7 @@ from scratchllm.model import PRESETS
 # One entry per `finetune` subcommand, in --help order: "module:function(subparsers)".
 SUBCOMMANDS = [
     "scratchllm.cli.finetune:register_classify",
+    "scratchllm.cli.finetune_instruct:register",
 ]
 
 

@@ -284,3 +284,23 @@ def load_adapter(model: nn.Module, directory: str | Path) -> LoRAConfig:
         )
     model.load_state_dict(tensors, strict=False)
     return config
+
+
+def merge_adapter_run(run_dir: str | Path, base_run: str | Path | None = None) -> tuple[Path, int]:
+    """Turn an adapter directory into a standalone run: base + adapter, merged, saved in place.
+
+    Returns the directory and the number of merged layers. The base run is the one recorded in
+    ``adapter.json`` unless ``base_run`` is given.
+    """
+    from scratchllm.train.checkpoint import load_run, save_run
+
+    run_dir = Path(run_dir)
+    _, record = read_adapter_config(run_dir)
+    base = base_run or record.get("base_run")
+    if not base:
+        raise CheckpointError(f"{run_dir / ADAPTER_CONFIG}: no base run recorded; pass --base")
+    run = load_run(base)
+    load_adapter(run.model, run_dir)
+    n = merge_lora(run.model)
+    save_run(run_dir, run.model.eval(), run.model.cfg, run.tokenizer)
+    return run_dir, n
