@@ -98,3 +98,22 @@ def test_encode_documents_separators(byte_tokenizer) -> None:
     ids = encode_documents(docs, byte_tokenizer, bos_id=257)
     assert ids.tolist() == [257, 104, 105, 256, 257, 121, 111, 256]
     assert ids.dtype == np.uint16 and token_dtype(100_000) == np.uint32
+
+
+def test_verdict_gpt2_counts(shared_data) -> None:
+    tokenizer = pytest.importorskip("scratchllm.tokenizer")
+    tok = tokenizer.BPETokenizer.from_gpt2_files(
+        shared_data / "encoder.json", shared_data / "vocab.bpe"
+    )
+    text = (shared_data / "the-verdict.txt").read_text(encoding="utf-8")
+    ids = encode_documents([text], tok, eot=False)
+    assert len(ids) == 5145  # GPT-2 ids of the-verdict.txt
+    for max_length, stride, expected in [
+        (4, 4, 1286),
+        (4, 1, 5141),
+        (256, 128, 39),
+        (256, 256, 20),
+    ]:
+        assert len(WindowDataset(ids, max_length, stride)) == expected
+    x, y = WindowDataset(ids, 4, 1)[0]
+    assert x.tolist() == [40, 367, 2885, 1464] and y.tolist() == [367, 2885, 1464, 1807]
