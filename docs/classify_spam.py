@@ -53,6 +53,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--vocab-size", type=int, default=2048)
+    ap.add_argument("--trainable", choices=("head", "last", "all"), default="all")
     ap.add_argument("--seed", type=int, default=123)
     ap.add_argument("--out", default="runs/spam")
     args = ap.parse_args()
@@ -85,7 +86,7 @@ def main() -> None:
         tokenizer,
         train_cfg=cfg,
         epochs=args.epochs,
-        trainable="all",
+        trainable=args.trainable,
         max_length=128,
         progress=False,
     )
