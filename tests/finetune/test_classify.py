@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from scratchllm.cli import main
-from scratchllm.errors import CheckpointError, ConfigError
+from scratchllm.errors import CheckpointError, ConfigError, DataError
 from scratchllm.finetune import classify as classify_mod
 from scratchllm.finetune.classify import (
     ClassifierConfig,
@@ -242,3 +242,12 @@ def test_spam_subset_smoke(shared_data, tmp_path):
         progress=False,
     )
     assert report.accuracy["test"] >= 0.8, report.accuracy
+
+
+def test_empty_split_is_named(tmp_path):
+    data = tmp_path / "small.csv"
+    data.write_text("text,label\n" + "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(6)))
+    splits = load_splits(data, seed=0)
+    model, tok = scratch_backbone("gpt", ["t1 t2"], vocab_size=260, context_length=16)
+    with pytest.raises(DataError, match=r"small\.csv: the val split is empty"):
+        finetune_classifier(splits, tmp_path / "run", model, tok, train_cfg=FAST, progress=False)

@@ -11,6 +11,10 @@ import importlib
 
 from scratchllm.model import PRESETS
 
+# Learning rates: the book's for a pretrained base; a fresh small model needs a larger step.
+BASE_LR = 5e-5
+FROM_SCRATCH_LR = 1e-3
+
 # One entry per `finetune` subcommand, in --help order: "module:function(subparsers)".
 SUBCOMMANDS = [
     "scratchllm.cli.finetune:register_classify",
@@ -92,7 +96,11 @@ def register_classify(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--pooling", choices=("last", "mean", "first"), help="default: last / first")
     t.add_argument("--epochs", type=int, default=5)
     t.add_argument("--batch-size", type=int, default=8)
-    t.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (book: 5e-5)")
+    t.add_argument(
+        "--lr",
+        type=float,
+        help="peak learning rate (default 5e-5 with --base, as in the book; 1e-3 from scratch)",
+    )
     t.add_argument("--warmup-steps", type=int, default=0)
     t.add_argument("--weight-decay", type=float, default=0.1)
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
@@ -152,10 +160,11 @@ def run_classify(args: argparse.Namespace) -> int:
             context_length=args.max_length or 128,
             overrides={k: v for k, v in sizes.items() if v is not None},
         )
+    lr = args.lr or (FROM_SCRATCH_LR if args.from_scratch else BASE_LR)
     cfg = TrainConfig(
         batch_size=args.batch_size,
-        lr=args.lr,
-        min_lr=args.lr / 10,
+        lr=lr,
+        min_lr=lr / 10,
         warmup_steps=args.warmup_steps,
         weight_decay=args.weight_decay,
         device=args.device,

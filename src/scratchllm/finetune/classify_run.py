@@ -283,6 +283,9 @@ def finetune_classifier(
         last_n_blocks=last_n_blocks,
         lora=dict(lora or {}),
     )
+    for name, part in zip(SPLITS, (splits.train, splits.val, splits.test), strict=True):
+        if not part:
+            raise DataError(f"{splits.source}: the {name} split is empty; give more data")
     data = {
         name: build_dataset(tokenizer, part, splits.labels, config.encoding)
         for name, part in zip(SPLITS, (splits.train, splits.val, splits.test), strict=True)
