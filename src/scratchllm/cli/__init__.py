@@ -17,12 +17,17 @@ from scratchllm.errors import ScratchLLMError
 COMMAND_MODULES = [
     "demo",
     "train",
+    "pretrain",
     "generate",
+    "chat",
     "data",
     "model",
     "tokenizer",
     "finetune",
     "classify",
+    "convert",
+    "export",
+    "lora",
 ]
 
 

@@ -167,6 +167,13 @@ def save_checkpoint(
 ) -> Path:
     """Write a complete checkpoint directory atomically; returns its path."""
     directory = Path(directory)
+    bad = [
+        n for n, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()
+    ]
+    if bad:
+        raise CheckpointError(
+            f"refusing to save {directory}: non-finite values in {', '.join(bad)}"
+        )
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:

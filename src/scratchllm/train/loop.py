@@ -202,12 +202,15 @@ class Trainer:
             "loader": loader_state,
             "rng": _rng_state(),
             "train_config": self.cfg.to_dict(),
+            "model_config": self.model.cfg.to_dict() if hasattr(self.model, "cfg") else None,
         }
 
     def save(self) -> Path | None:
         if self.run_dir is None:
             return None
         path = self.run_dir / "checkpoints" / f"step-{self.step:07d}"
+        if (path / ckpt.MANIFEST_FILE).exists():  # this step is already saved
+            return path
         ckpt.save_checkpoint(path, self.model, self.optimizer, self.state())
         ckpt.prune_checkpoints(self.run_dir, self.cfg.keep_last)
         return path

@@ -1,0 +1,284 @@
+"""`scratchllm pretrain`: a pretraining job described by a TOML/JSON file plus overrides.
+
+A job file has top-level keys and three tables (every key is optional)::
+
+    out = "runs/shakespeare-char"   # run directory
+    objective = "next-token"        # or "masked" (BERT-style encoder)
+    resume = "auto"                 # continue from the newest checkpoint in `out`, if any
+
+    [data]
+    path = "input.txt"              # file, directory, glob or "builtin"
+    shards = ""                     # or a directory from `scratchllm data prepare`
+    tokenizer = "bpe"               # "bpe" (trained here), "char", "word", or a tokenizer path
+    vocab_size = 4096               # for a trained BPE tokenizer
+    val_fraction = 0.1              # share of documents (or, for one document, of tokens)
+    stride = 0                      # window stride; 0 = context_length (no overlap)
+
+    [model]                         # ModelConfig fields; `preset` picks a base to override
+    preset = "tiny"
+    n_layer = 4
+
+    [train]                         # TrainConfig fields
+    max_steps = 2000
+
+Overrides use dotted keys: ``--set train.lr=1e-3 --set model.n_layer=6``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from scratchllm.errors import ConfigError
+
+OBJECTIVES = ("next-token", "masked")
+TOP_LEVEL = {"out", "objective", "resume", "data", "model", "train"}
+DATA_KEYS = {"path", "shards", "tokenizer", "vocab_size", "val_fraction", "stride"}
+
+
+@dataclass
+class DataSpec:
+    path: str = "builtin"  # text source: file, directory, glob or "builtin"
+    shards: str = ""  # prepared shard directory (overrides path)
+    tokenizer: str = "bpe"  # "bpe" | "char" | "word" | path to a saved tokenizer
+    vocab_size: int = 4096  # BPE vocabulary size when the tokenizer is trained here
+    val_fraction: float = 0.1  # held-out share
+    stride: int = 0  # window stride; 0 = context_length
+
+
+@dataclass
+class Job:
+    out: str = "runs/pretrain"
+    objective: str = "next-token"
+    resume: str = ""  # "", "auto" or a checkpoint directory
+    data: DataSpec = field(default_factory=DataSpec)
+    model: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _parse_value(text: str) -> Any:
+    """A command-line value as TOML would read it (numbers, booleans, strings)."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def load_job(path: str | None, overrides: list[str] = ()) -> Job:
+    """Read a job file (TOML or JSON) and apply ``key=value`` overrides; validate every key."""
+    raw: dict[str, Any] = {}
+    if path:
+        file = Path(path)
+        try:
+            text = file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {file}") from None
+        try:
+            raw = json.loads(text) if file.suffix == ".json" else tomllib.loads(text)
+        except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{file}: cannot parse ({exc})") from None
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} must look like section.key=value")
+        *sections, name = key.strip().split(".")
+        node = raw
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[name] = _parse_value(value.strip())
+    unknown = set(raw) - TOP_LEVEL
+    if unknown:
+        raise ConfigError(f"unknown config key(s): {', '.join(sorted(unknown))}")
+    data = raw.get("data", {})
+    bad = set(data) - DATA_KEYS
+    if bad:
+        raise ConfigError(f"unknown [data] key(s): {', '.join(sorted(bad))}")
+    job = Job(
+        out=str(raw.get("out", Job.out)),
+        objective=str(raw.get("objective", Job.objective)),
+        resume=str(raw.get("resume", "")),
+        data=DataSpec(**data),
+        model=dict(raw.get("model", {})),
+        train=dict(raw.get("train", {})),
+    )
+    if job.objective not in OBJECTIVES:
+        raise ConfigError(f"objective must be one of {OBJECTIVES}, got {job.objective!r}")
+    return job
+
+
+def resolve_configs(job: Job, vocab_size: int):
+    """The ModelConfig and TrainConfig a job describes (each validated, naming bad fields)."""
+    from scratchllm.model import ModelConfig, get_preset
+    from scratchllm.train.config import TrainConfig
+
+    fields = dict(job.model)
+    preset = fields.pop("preset", None)
+    fields["vocab_size"] = vocab_size
+    if preset:
+        model_cfg = get_preset(preset, **fields)
+    else:
+        defaults = {"context_length": 128, "n_embd": 192, "n_layer": 4, "n_head": 6}
+        model_cfg = ModelConfig(**{**defaults, **fields})
+    return model_cfg, TrainConfig.from_dict(job.train)
+
+
+def build_tokenizer(spec: DataSpec, train_texts: list[str], run_dir: Path):
+    """The job's tokenizer: reloaded from the run on resume, loaded from a path, or trained."""
+    from scratchllm.tokenizer import BPETokenizer, WordTokenizer, load_tokenizer
+
+    if (run_dir / "tokenizer.json").exists():
+        return load_tokenizer(run_dir)
+    if spec.tokenizer == "bpe":
+        return BPETokenizer.train(train_texts, spec.vocab_size)
+    if spec.tokenizer in ("char", "word"):
+        return WordTokenizer.train(train_texts, mode=spec.tokenizer)
+    return load_tokenizer(spec.tokenizer)
+
+
+def build_data(job: Job, seed: int):
+    """(tokenizer, train ids or shard dir, validation ids) for a job."""
+    from scratchllm.data.encode import encode_documents
+    from scratchllm.data.sources import read_text_sources, split_documents
+    from scratchllm.tokenizer import load_tokenizer
+
+    run_dir = Path(job.out)
+    if job.data.shards:
+        from scratchllm.data.shards import open_shards
+
+        tokenizer = load_tokenizer(job.data.tokenizer)
+        val = open_shards(job.data.shards, "val")
+        val_ids = np.concatenate(val) if val else np.zeros(0, dtype=np.int64)
+        return tokenizer, None, val_ids
+    docs = read_text_sources(job.data.path)
+    train_docs, val_docs = split_documents(docs, job.data.val_fraction, seed=seed)
+    tokenizer = build_tokenizer(job.data, [d.text for d in train_docs], run_dir)
+    train_ids = encode_documents(train_docs, tokenizer)
+    if val_docs:
+        return tokenizer, train_ids, encode_documents(val_docs, tokenizer)
+    cut = int(len(train_ids) * (1 - job.data.val_fraction))
+    return tokenizer, train_ids[:cut], train_ids[cut:]
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    from scratchllm.train.checkpoint import list_checkpoints
+
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def run_job(job: Job, progress: bool = True, log=print):
+    """Run a pretraining job end to end; returns the TrainResult."""
+    from scratchllm.data.loaders import EpochLoader, ShardSampler
+    from scratchllm.data.windows import WindowDataset
+    from scratchllm.model import EncoderModel, GPTModel
+    from scratchllm.train.checkpoint import atomic_write_json, save_run
+    from scratchllm.train.distributed import device_for, init_distributed
+    from scratchllm.train.loop import Trainer
+    from scratchllm.train.objectives import MaskedLM, masked_lm_loss, next_token_loss
+
+    seed = int(job.train.get("seed", 1337))
+    info = init_distributed(str(job.train.get("device", "auto")))
+    torch.manual_seed(seed)
+    tokenizer, train_ids, val_ids = build_data(job, seed)
+    model_cfg, train_cfg = resolve_configs(job, tokenizer.vocab_size)
+    train_cfg.device = device_for(info, train_cfg.device)
+    run_dir = Path(job.out)
+    ctx = model_cfg.context_length
+    stride = job.data.stride or ctx
+    if job.data.shards:
+        loader = ShardSampler.from_dir(
+            job.data.shards, "train", train_cfg.batch_size, ctx, seed=seed
+        )
+    else:
+        loader = EpochLoader(WindowDataset(train_ids, ctx, stride), train_cfg.batch_size, seed=seed)
+    val_loader = None
+    if len(val_ids) > 1:
+        val_ds = WindowDataset(val_ids, ctx, ctx, last="pad", pad_id=tokenizer.eot_id or 0)
+        val_loader = EpochLoader(val_ds, train_cfg.batch_size, shuffle=False, drop_last=False)
+
+    def val_batches():
+        val_loader.load_state_dict({"epoch": 0, "batch_index": 0})
+        return iter(val_loader)
+
+    if job.objective == "masked":
+        mask_id = _mask_token_id(tokenizer)
+        model = EncoderModel(model_cfg)
+        specials = tuple(tokenizer.special_tokens.values())
+        recipe = MaskedLM(mask_id=mask_id, vocab_size=model_cfg.vocab_size, special_ids=specials)
+        loss_fn = masked_lm_loss(recipe)
+    else:
+        model, loss_fn = GPTModel(model_cfg), next_token_loss
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        tokenizer.save(run_dir)
+        atomic_write_json(run_dir / "job.json", job.to_dict())
+    trainer = Trainer(
+        model,
+        train_cfg,
+        loader,
+        val_batches if val_loader else None,
+        run_dir=run_dir,
+        loss_fn=loss_fn,
+        progress=progress,
+        dist=info,
+    )
+    resume = latest_checkpoint(run_dir) if job.resume == "auto" else job.resume
+    if resume:
+        _check_resumable(Path(resume), model_cfg, train_cfg)
+        trainer.resume(resume)
+        log(f"resumed from {resume} at step {trainer.step}")
+    result = trainer.fit()
+    if info.is_main:
+        save_run(run_dir, trainer.model, model_cfg, tokenizer)
+    return result
+
+
+def _mask_token_id(tokenizer) -> int:
+    specials = tokenizer.special_tokens
+    for name in ("[MASK]", "<|mask|>"):
+        if name in specials:
+            return specials[name]
+    raise ConfigError(
+        "objective 'masked' needs a [MASK] special token; the tokenizer has "
+        f"{sorted(specials)} — train one with a [MASK] special token"
+    )
+
+
+def _check_resumable(directory: Path, model_cfg, train_cfg) -> None:
+    """A checkpoint from another configuration cannot be resumed: name the fields that differ."""
+    from scratchllm.errors import CheckpointError
+    from scratchllm.train.checkpoint import read_json
+
+    state = read_json(directory / "state.json")
+    saved = state.get("train_config", {})
+    mine = train_cfg.to_dict()
+    # Fields that change which batches come next; max_steps and the learning rates may change
+    # (extending a run is allowed; only an unchanged config reproduces the uninterrupted run).
+    keys = ("batch_size", "grad_accum", "seed")
+    diff = [
+        f"train.{k}: {saved[k]} in checkpoint, {mine[k]} now"
+        for k in keys
+        if k in saved and saved[k] != mine[k]
+    ]
+    saved_model = state.get("model_config")
+    if saved_model:
+        now = model_cfg.to_dict()
+        diff += [
+            f"model.{k}: {saved_model[k]} in checkpoint, {now.get(k)} now"
+            for k in saved_model
+            if saved_model[k] != now.get(k)
+        ]
+    if diff:
+        raise CheckpointError(
+            f"{directory}: cannot resume, configuration differs: " + "; ".join(diff)
+        )

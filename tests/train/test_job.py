@@ -1,0 +1,180 @@
+"""`scratchllm pretrain`: job files, SIGTERM with exact resume, kill -9 during a save."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from scratchllm.errors import CheckpointError, ConfigError
+from scratchllm.train import checkpoint as ckpt
+from scratchllm.train.job import load_job, run_job
+
+JOB = """
+objective = "next-token"
+[data]
+tokenizer = "char"
+val_fraction = 0.1
+[model]
+n_layer = 1
+n_embd = 32
+n_head = 2
+context_length = 16
+[train]
+max_steps = {steps}
+batch_size = 4
+lr = 3e-3
+min_lr = 3e-4
+warmup_steps = 2
+eval_interval = 20
+eval_batches = 4
+log_interval = 1
+save_interval = {save}
+device = "cpu"
+"""
+
+
+def _corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "corpus.txt"
+    path.write_text("the cat sat on the mat. the dog sat on the log. " * 200)
+    return path
+
+
+def _job_file(tmp_path: Path, steps: int, save: int) -> Path:
+    path = tmp_path / f"job-{steps}-{save}.toml"
+    path.write_text(JOB.format(steps=steps, save=save))
+    return path
+
+
+def test_job_file_overrides_and_errors(tmp_path):
+    job = load_job(str(_job_file(tmp_path, 10, 0)), ["train.lr=0.01", "model.n_layer=3", "out=x"])
+    assert job.train["lr"] == 0.01 and job.model["n_layer"] == 3 and job.out == "x"
+    assert job.data.tokenizer == "char"
+    with pytest.raises(ConfigError, match="bogus"):
+        load_job(None, ["bogus=1"])
+    with pytest.raises(ConfigError, match="objective"):
+        load_job(None, ['objective="magic"'])
+    with pytest.raises(ConfigError, match="not found"):
+        load_job(str(tmp_path / "missing.toml"))
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\nmax_steps = 1")
+    with pytest.raises(ConfigError, match="bad.toml"):
+        load_job(str(bad))
+
+
+def _pretrain_cmd(tmp_path, out, steps, save, *extra):
+    return [
+        sys.executable,
+        "-m",
+        "scratchllm",
+        "pretrain",
+        "--config",
+        str(_job_file(tmp_path, steps, save)),
+        "--data",
+        str(_corpus(tmp_path)),
+        "--out",
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
+
+
+def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path):
+    full = tmp_path / "full"
+    subprocess.run(_pretrain_cmd(tmp_path, full, 60, 0), check=True, capture_output=True)
+
+    split = tmp_path / "split"
+    proc = subprocess.Popen(
+        _pretrain_cmd(tmp_path, split, 60, 0),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = split / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") > 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    saved = ckpt.list_checkpoints(split)
+    assert len(saved) == 1, out + err
+    stopped_at = json.loads((saved[0] / "state.json").read_text())["step"]
+    assert 0 < stopped_at < 60, "the signal should arrive mid-run"
+
+    subprocess.run(
+        _pretrain_cmd(tmp_path, split, 60, 0, "--resume"), check=True, capture_output=True
+    )
+    a, b = load_file(full / "model.safetensors"), load_file(split / "model.safetensors")
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    losses = lambda run: [  # noqa: E731
+        r["loss"]
+        for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+        if "loss" in r
+    ]
+    assert losses(split) == losses(full)
+
+
+def test_resume_with_a_different_model_names_the_fields(tmp_path):
+    out = tmp_path / "run"
+    job = load_job(
+        str(_job_file(tmp_path, 4, 2)), [f'out="{out}"', f'data.path="{_corpus(tmp_path)}"']
+    )
+    run_job(job, progress=False)
+    changed = load_job(
+        str(_job_file(tmp_path, 6, 2)),
+        [f'out="{out}"', f'data.path="{_corpus(tmp_path)}"', "model.n_embd=48", 'resume="auto"'],
+    )
+    with pytest.raises(CheckpointError, match="model.n_embd: 32 in checkpoint, 48 now"):
+        run_job(changed, progress=False)
+
+
+KILL_DURING_SAVE = """
+import os, signal, sys
+from scratchllm.model import GPTModel, get_preset
+from scratchllm.train import checkpoint as ckpt
+model = GPTModel(get_preset("tiny"))
+root = sys.argv[1]
+ckpt.save_checkpoint(root + "/checkpoints/step-0000001", model, None, {"step": 1})
+real_replace = os.replace
+def dying_replace(src, dst):
+    if str(dst).endswith("step-0000002"):
+        os.kill(os.getpid(), signal.SIGKILL)   # kill -9 at the worst moment
+    return real_replace(src, dst)
+os.replace = dying_replace
+for p in model.parameters():
+    p.data.add_(1.0)
+ckpt.save_checkpoint(root + "/checkpoints/step-0000002", model, None, {"step": 2})
+"""
+
+
+def test_kill_9_during_a_save_leaves_the_previous_checkpoint_intact(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_DURING_SAVE, str(tmp_path)], capture_output=True, text=True
+    )
+    assert proc.returncode == -signal.SIGKILL
+    found = ckpt.list_checkpoints(tmp_path)
+    assert [p.name for p in found] == ["step-0000001"]
+    ckpt.verify_checkpoint(found[0])
+    from scratchllm.model import GPTModel, get_preset
+
+    state = ckpt.load_checkpoint(found[0], GPTModel(get_preset("tiny")))
+    assert state == {"step": 1}
+
+
+def test_non_finite_weights_are_never_saved(tmp_path):
+    from scratchllm.model import GPTModel, get_preset
+
+    model = GPTModel(get_preset("tiny"))
+    with torch.no_grad():
+        next(model.parameters())[0, 0] = float("nan")
+    with pytest.raises(CheckpointError, match="non-finite"):
+        ckpt.save_checkpoint(tmp_path / "step-0000001", model, None, {})
+    assert not os.path.exists(tmp_path / "step-0000001")
