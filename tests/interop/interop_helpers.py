@@ -12,6 +12,7 @@ VOCAB = 97
 def hf_model(kind: str, **extra):
     """A tiny random transformers model of one of the kinds below, in eval mode."""
     common = dict(vocab_size=VOCAB, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    common |= {k: extra.pop(k) for k in list(extra) if k in common}
     if kind.startswith("gpt2"):
         cfg = transformers.GPT2Config(
             n_positions=32, n_embd=32, n_layer=2, n_head=4, **common, **extra
@@ -59,4 +60,3 @@ CASES = {
     ),
     "qwen2-gqa-tied": ("qwen2", {"num_key_value_heads": 2, "tie_word_embeddings": True}),
 }
-

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from interop_helpers import VOCAB, transformers
 
 from scratchllm.interop.hf import normalise_keys
 from scratchllm.interop.hf_files import load_hf, read_safetensors, save_hf
 from scratchllm.model import EncoderModel, GPTModel, get_preset
-
-from interop_helpers import VOCAB, transformers
 
 TOL = 1e-5
 

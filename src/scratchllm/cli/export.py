@@ -10,10 +10,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "export",
         help="write a run in the Hugging Face layout",
         description=(
-            "Write a run's model as config.json + model.safetensors (GPT-2, Llama/Qwen2 or BERT "
-            "layout, whichever matches its config) with tokenizer.json, vocab.json, merges.txt, "
-            "tokenizer_config.json and a tiktoken rank file, so transformers, tokenizers and "
-            "tiktoken load it."
+            "Write a run in the Hugging Face layout: config.json + model.safetensors (GPT-2, "
+            "Llama/Qwen2 or BERT, whichever matches its config) with tokenizer.json, vocab.json, "
+            "merges.txt, tokenizer_config.json and a tiktoken rank file, so that transformers, "
+            "tokenizers and tiktoken load it."
         ),
     )
     p.add_argument("--run", required=True, metavar="RUN_DIR", help="run directory to export")
