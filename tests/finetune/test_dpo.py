@@ -1,0 +1,118 @@
+"""DPO: the loss starts at ln 2 with reference == policy and falls on a toy preference set."""
+
+import json
+import math
+import random
+
+import pytest
+import torch
+
+from scratchllm.errors import ConfigError, DataError
+from scratchllm.finetune.instruct import IGNORE_INDEX, SkipReport
+from scratchllm.finetune.lora import LoRAConfig
+from scratchllm.finetune.preference import (
+    DPOConfig,
+    DPOObjective,
+    dpo_loss,
+    finetune_dpo,
+    load_pairs,
+    sequence_logps,
+)
+from scratchllm.model import GPTModel, ModelConfig
+from scratchllm.tokenizer import BPETokenizer
+from scratchllm.train.checkpoint import load_run, save_run
+from scratchllm.train.config import TrainConfig
+
+
+def test_loss_formula():
+    zeros = torch.zeros(3)
+    loss, chosen, rejected = dpo_loss(zeros, zeros, zeros, zeros, beta=0.1)
+    assert loss.item() == pytest.approx(math.log(2), abs=1e-7)
+    assert chosen.tolist() == rejected.tolist() == [0.0, 0.0, 0.0]
+    pc, pr, rc, rr = (torch.tensor([v]) for v in (-1.0, -5.0, -2.0, -3.0))
+    loss, chosen, rejected = dpo_loss(pc, pr, rc, rr, beta=0.5)
+    # rewards 0.5 * (-1 + 2) = 0.5 and 0.5 * (-5 + 3) = -1: margin 1.5
+    assert chosen.item() == 0.5 and rejected.item() == -1.0
+    assert loss.item() == pytest.approx(-math.log(1 / (1 + math.exp(-1.5))), abs=1e-6)
+    with pytest.raises(ConfigError):
+        DPOObjective(None, beta=0)
+
+
+def test_sequence_logps_skip_ignored_targets():
+    logits = torch.randn(2, 4, 7)
+    targets = torch.tensor([[1, 2, IGNORE_INDEX, IGNORE_INDEX], [IGNORE_INDEX, 3, 4, 5]])
+    logps = torch.log_softmax(logits, -1)
+    expected = [logps[0, 0, 1] + logps[0, 1, 2], logps[1, 1, 3] + logps[1, 2, 4] + logps[1, 3, 5]]
+    torch.testing.assert_close(sequence_logps(logits, targets), torch.stack(expected))
+
+
+def test_bad_pairs(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text(
+        json.dumps(
+            [
+                {"instruction": "a", "chosen": "b", "rejected": "c"},
+                {"instruction": "a", "chosen": "b"},
+            ]
+        )
+    )
+    with pytest.raises(DataError, match=r"p.json record 1: field 'rejected' is missing"):
+        load_pairs(path)
+    skips = SkipReport()
+    assert len(load_pairs(path, skip_invalid=True, skips=skips)) == 1 and skips.total == 1
+
+
+def _toy(tmp_path):
+    """Prompts 'colour N', chosen 'yes N', rejected 'no N'; a random tiny base model."""
+    rng = random.Random(0)
+    records = [
+        {"instruction": f"colour {rng.randint(0, 99)}", "chosen": "yes", "rejected": "no"}
+        for _ in range(80)
+    ]
+    (tmp_path / "pairs.json").write_text(json.dumps(records))
+    tok = BPETokenizer.train("Reverse. ### Instruction: colour ### Response: yes no " * 5, 300)
+    cfg = ModelConfig(vocab_size=tok.vocab_size, context_length=48, n_embd=32, n_layer=2, n_head=4)
+    torch.manual_seed(0)
+    save_run(tmp_path / "base", GPTModel(cfg), cfg, tok)
+    return tmp_path / "base", tmp_path / "pairs.json"
+
+
+def _train(steps, lr=1e-3):
+    return TrainConfig(
+        max_steps=steps,
+        batch_size=8,
+        lr=lr,
+        min_lr=lr / 10,
+        warmup_steps=2,
+        eval_interval=10,
+        log_interval=10,
+        weight_decay=0.0,
+        device="cpu",
+        seed=0,
+    )
+
+
+@pytest.mark.parametrize("lora", [None, LoRAConfig(r=4, alpha=8)], ids=["full", "lora"])
+def test_starts_at_ln2_and_margins_grow(tmp_path, lora):
+    torch.set_num_threads(1)
+    base, data = _toy(tmp_path)
+    cfg = DPOConfig(beta=0.5, system="Reverse.", split=(0.8, 0.2, 0.0), lora=lora)
+    report = finetune_dpo(
+        base,
+        data,
+        tmp_path / "dpo",
+        cfg,
+        _train(30, 3e-3 if lora else 1e-3),
+        progress=False,
+        log=lambda m: None,
+    )
+    assert report.initial_loss == pytest.approx(math.log(2), abs=1e-5)
+    margins = [e["val_reward_margin"] for e in report.evals]
+    losses = [e["val_loss"] for e in report.evals]
+    assert len(margins) == 3 and margins[0] > 0 and margins[-1] > margins[0]
+    assert losses[-1] < losses[0] < math.log(2)
+    assert report.evals[-1]["val_reward_accuracy"] == 1.0
+    out = tmp_path / "dpo"
+    assert (out / ("adapter.safetensors" if lora else "model.safetensors")).exists()
+    if lora is None:
+        assert load_run(out).model.cfg.vocab_size == load_run(base).model.cfg.vocab_size
