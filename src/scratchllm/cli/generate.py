@@ -1,36 +1,109 @@
-"""`scratchllm generate`: sample a continuation from a saved run."""
+"""`scratchllm generate`: sample continuations of prompts from a saved run."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def add_sampling_args(p: argparse.ArgumentParser, *, temperature: float = 0.8) -> None:
+    """Flags shared with `chat`: one per `SamplingConfig` field, plus length, seed, device."""
+    g = p.add_argument_group("sampling")
+    g.add_argument("--max-new-tokens", type=int, default=100, help="default %(default)s")
+    g.add_argument("--temperature", type=float, default=temperature, help="0 = greedy")
+    g.add_argument("--top-k", type=int, default=50, help="keep the k most likely (0 = off)")
+    g.add_argument("--top-p", type=float, default=None, help="nucleus: keep probability mass p")
+    g.add_argument("--min-p", type=float, default=None, help="drop tokens < min_p * top prob")
+    g.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats")
+    g.add_argument("--frequency-penalty", type=float, default=0.0, help="per earlier occurrence")
+    g.add_argument("--presence-penalty", type=float, default=0.0, help="once per seen token")
+    g.add_argument("--seed", type=int, default=None, help="seed the sampler (reproducible)")
+    g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, auto")
+    g.add_argument("--dtype", choices=DTYPES, default="float32", help="weights and cache dtype")
+
+
+def sampling_from_args(args: argparse.Namespace):
+    from scratchllm.generation import SamplingConfig
+
+    return SamplingConfig(
+        temperature=args.temperature,
+        top_k=args.top_k or None,
+        top_p=args.top_p,
+        min_p=args.min_p,
+        repetition_penalty=args.repetition_penalty,
+        frequency_penalty=args.frequency_penalty,
+        presence_penalty=args.presence_penalty,
+    )
+
+
+def load_engine(args: argparse.Namespace):
+    """(Engine, Run) for ``--run`` on ``--device`` in ``--dtype``."""
+    import torch
+
+    from scratchllm.generation import Engine
+    from scratchllm.train.checkpoint import load_run
+    from scratchllm.train.loop import resolve_device
+
+    loaded = load_run(args.run, resolve_device(args.device))
+    model = loaded.model.to(getattr(torch, args.dtype))
+    return Engine(model, loaded.tokenizer), loaded
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "generate",
         help="generate text from a saved run",
-        description="Load a run directory and print a sampled continuation of the prompt.",
+        description=(
+            "Load a run directory and print a sampled continuation of each prompt (several "
+            "--prompt flags decode together as one batch)."
+        ),
     )
-    p.add_argument("--run", required=True, help="run directory written by train/demo")
-    p.add_argument("--prompt", required=True, help="text to continue")
-    p.add_argument("--max-new-tokens", type=int, default=100)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=50)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--run", required=True, help="run directory written by train/demo/finetune")
+    p.add_argument("--prompt", required=True, action="append", help="text to continue")
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--stream", action="store_true", help="print text as it is generated")
+    p.add_argument(
+        "--overflow",
+        choices=("error", "slide"),
+        default="error",
+        help="past the context: refuse (default) or slide the window",
+    )
+    p.add_argument(
+        "--template",
+        action="store_true",
+        help="wrap the prompt as a user message in the run's chat/instruction template",
+    )
+    add_sampling_args(p)
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from scratchllm.generate import SamplingConfig, complete
-    from scratchllm.train.checkpoint import load_run
-    from scratchllm.train.loop import resolve_device
+def _prompt_ids(engine, run_dir: str, prompt: str, use_template: bool) -> list[int]:
+    if not use_template:
+        return list(engine.encode(prompt))
+    from scratchllm.generation.chat import template_for_run
 
-    sampling = SamplingConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-    loaded = load_run(args.run, resolve_device(args.device))
-    text = complete(
-        loaded.model, loaded.tokenizer, args.prompt, args.max_new_tokens, sampling, seed=args.seed
-    )
-    print(args.prompt + text)
+    template = template_for_run(run_dir)
+    return template.encode_prompt(engine.tokenizer, [{"role": "user", "content": prompt}])
+
+
+def run(args: argparse.Namespace) -> int:
+    sampling = sampling_from_args(args)
+    engine, _ = load_engine(args)
+    prompts = [_prompt_ids(engine, args.run, p, args.template) for p in args.prompt]
+    kw = dict(stop=args.stop, seed=args.seed, overflow=args.overflow)
+    if args.stream:
+        for text, ids in zip(args.prompt, prompts):
+            print(text, end="", flush=True)
+            for piece in engine.stream(ids, sampling, args.max_new_tokens, **kw):
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+            print()
+        return 0
+    done = engine.generate(prompts, sampling, args.max_new_tokens, **kw)
+    for i, (text, c) in enumerate(zip(args.prompt, done)):
+        if len(done) > 1:
+            print(f"--- [{i}] ({c.finish_reason}, {len(c.token_ids)} tokens)")
+        print(text + c.text)
     return 0

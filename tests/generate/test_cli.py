@@ -1,0 +1,111 @@
+"""`scratchllm generate` and `scratchllm chat` on a tiny saved run (chat is fed through stdin)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from scratchllm.cli import main
+from scratchllm.generation import GREEDY, Engine
+from scratchllm.generation.chat import ChatSession, PlainTemplate
+from scratchllm.train.checkpoint import save_run
+
+
+@pytest.fixture
+def run_dir(tmp_path, model, tokenizer):
+    save_run(tmp_path / "run", model, model.cfg, tokenizer)
+    return tmp_path / "run"
+
+
+def test_generate_flags_stream_and_seed(run_dir, capsys):
+    common = ["generate", "--run", str(run_dir), "--prompt", "Hi", "--max-new-tokens", "8"]
+    flags = ["--top-p", "0.9", "--min-p", "0.05", "--repetition-penalty", "1.2", "--seed", "4"]
+    assert main(common + flags) == 0
+    plain = capsys.readouterr().out
+    assert main(common + flags + ["--stream"]) == 0
+    assert capsys.readouterr().out == plain  # same seed, same text, streamed or not
+    assert plain.startswith("Hi")
+
+
+def test_generate_batch_of_prompts(run_dir, capsys):
+    args = ["generate", "--run", str(run_dir), "--prompt", "a", "--prompt", "bcd"]
+    assert main(args + ["--temperature", "0", "--max-new-tokens", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "--- [0]" in out and "--- [1]" in out
+
+
+@pytest.mark.parametrize(
+    "flag, value, field",
+    [("--temperature", "-1", "temperature"), ("--top-p", "2", "top_p"), ("--top-k", "-3", "top_k")],
+)
+def test_generate_invalid_sampling_is_a_one_line_error(run_dir, capsys, flag, value, field):
+    code = main(["generate", "--run", str(run_dir), "--prompt", "x", flag, value])
+    err = capsys.readouterr().err
+    assert code == 2 and field in err and len(err.strip().splitlines()) == 1
+
+
+def test_generate_beyond_context_is_an_error_unless_sliding(run_dir, capsys, model):
+    n = str(model.cfg.context_length + 10)
+    args = ["generate", "--run", str(run_dir), "--prompt", "x", "--max-new-tokens", n]
+    assert main(args) == 2 and "context" in capsys.readouterr().err
+    assert main(args + ["--overflow", "slide"]) == 0
+
+
+def test_chat_reads_stdin_streams_and_handles_commands(run_dir, capsys, monkeypatch):
+    lines = [
+        "hello there",
+        "/settings temperature=0 max_new_tokens=6",
+        "/settings top_p=7",
+        "/settings bogus=1",
+        "again",
+        "/reset",
+        "/exit",
+        "never read",
+    ]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n"))
+    assert main(["chat", "--run", str(run_dir), "--max-new-tokens", "5", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "template: plain" in out
+    assert out.count("bot> ") == 2
+    assert "temperature=0.0" in out and "max_new_tokens=6" in out
+    assert "error: top_p" in out and "unknown setting" in out
+    assert "(conversation cleared)" in out
+
+
+def test_chat_ends_at_end_of_input(run_dir, capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("hi"))
+    assert main(["chat", "--run", str(run_dir), "--max-new-tokens", "3"]) == 0
+
+
+def test_chat_history_is_kept_and_trimmed_to_the_context(make_model, tokenizer):
+    model = make_model("tiny", context_length=128)
+    session = ChatSession(
+        Engine(model, tokenizer),
+        PlainTemplate(),
+        system="Be brief.",
+        sampling=GREEDY,
+        max_new_tokens=8,
+    )
+    for turn in range(6):
+        "".join(session.reply(f"message {turn}"))
+        prompt = PlainTemplate().encode_prompt(tokenizer, session.messages[:-1])
+        assert len(prompt) + 8 <= model.cfg.context_length  # what the last reply was given
+    assert session.messages[0] == {"role": "system", "content": "Be brief."}
+    assert session.messages[-2]["content"] == "message 5"  # the newest exchange is kept
+    assert len(session.messages) < 13  # older exchanges were dropped
+    session.reset()
+    assert session.messages == [{"role": "system", "content": "Be brief."}]
+    with pytest.raises(ValueError, match="does not fit"):
+        "".join(session.reply("x" * model.cfg.context_length))
+    assert len(session.messages) == 1  # the rejected message is not kept
+
+
+def test_chat_uses_the_runs_saved_template(run_dir):
+    from scratchllm.finetune.templates import get_template, save_template
+    from scratchllm.generation.chat import template_for_run
+
+    assert template_for_run(run_dir).name == "plain"
+    save_template(get_template("alpaca"), run_dir)
+    template = template_for_run(run_dir, system="sys")
+    assert template.name == "alpaca" and "<|endoftext|>" in template.stop_strings
