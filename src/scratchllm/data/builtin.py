@@ -10,10 +10,13 @@ run on a fresh machine needs no data at all. The text differs slightly between P
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import inspect
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 # Standard-library modules whose docstrings read as prose. A fixed list (not a scan of sys.modules)
 # keeps the corpus deterministic and avoids modules with import-time side effects (antigravity, this).
@@ -55,18 +58,58 @@ def _topic_documents() -> list[BuiltinDocument]:
     ]
 
 
+def _source_docstrings(path: str) -> list[tuple[str, str]]:
+    """(name, docstring) of a module file, its public classes, functions and methods, read with
+    ``ast`` so that nothing another library patched into the live module can leak in."""
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"))
+    found = [("", ast.get_docstring(tree) or "")]
+    for node in tree.body:
+        if not isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        if node.name.startswith("_"):
+            continue
+        found.append((node.name, ast.get_docstring(node) or ""))
+        if isinstance(node, ast.ClassDef):
+            for member in node.body:
+                is_def = isinstance(member, (ast.FunctionDef, ast.AsyncFunctionDef))
+                if is_def and not member.name.startswith("_"):
+                    found.append((f"{node.name}.{member.name}", ast.get_docstring(member) or ""))
+    return found
+
+
+def _live_docstrings(module_name: str) -> list[tuple[str, str]]:
+    """(name, docstring) of a compiled module's public members, in name order."""
+    module = importlib.import_module(module_name)
+    found = [("", inspect.getdoc(module) or "")]
+    for name, obj in sorted(vars(module).items()):
+        if name.startswith("_") or inspect.ismodule(obj):
+            continue
+        if getattr(obj, "__module__", None) != module.__name__:
+            continue
+        found.append((name, inspect.getdoc(obj) or ""))
+    return found
+
+
 def _module_document(module_name: str, seen: set[str]) -> BuiltinDocument | None:
-    """All public docstrings of one module, in name order; a docstring seen before is skipped."""
+    """All public docstrings of one module; a docstring seen before is skipped."""
     try:
-        module = importlib.import_module(module_name)
-    except Exception:  # a module missing from this build (e.g. no _ssl) is simply left out
+        spec = importlib.util.find_spec(module_name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:  # a module missing from this build is simply left out
+        return None
+    origin = spec.origin or ""
+    try:
+        if origin.endswith(".py"):
+            docstrings = _source_docstrings(origin)
+        else:
+            docstrings = _live_docstrings(module_name)
+    except (ImportError, OSError, SyntaxError):
         return None
     parts: list[str] = []
-    for name, obj in [("", module), *sorted(vars(module).items())]:
-        if name.startswith("_"):
-            continue
-        doc = inspect.getdoc(obj)
-        if not doc or len(doc) < 40 or doc in seen:
+    for name, doc in docstrings:
+        doc = inspect.cleandoc(doc)
+        if len(doc) < 40 or doc in seen:
             continue
         seen.add(doc)
         parts.append(f"{name}\n\n{doc}" if name else doc)
