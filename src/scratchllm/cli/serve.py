@@ -1,0 +1,78 @@
+"""`scratchllm serve --run DIR`: an OpenAI-compatible HTTP server and web chat page for a run."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from scratchllm.errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a run over HTTP (OpenAI-compatible API + web chat page)",
+        description=(
+            "Serve a run: GET /v1/models, POST /v1/completions and /v1/chat/completions "
+            "(streaming with stream=true), GET /health, and a chat page at /. Concurrent "
+            "requests decode together (continuous batching). Safe by default: binds "
+            "127.0.0.1, answers only loopback Host names there, no CORS. SIGTERM drains "
+            "in-flight requests and exits 0."
+        ),
+    )
+    p.add_argument("--run", required=True, help="run directory written by train/finetune")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="default %(default)s; 0 = any free")
+    p.add_argument("--model-name", default=None, help="model id clients use (default: run name)")
+    key = p.add_mutually_exclusive_group()
+    key.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
+    key.add_argument("--api-key-file", default=None, help="read the key from a file (not in ps)")
+    p.add_argument(
+        "--allowed-host", action="append", default=[], help="extra Host name accepted on loopback"
+    )
+    p.add_argument(
+        "--cors-origin", action="append", default=[], help="origin allowed cross-origin calls"
+    )
+    p.add_argument("--max-batch", type=int, default=16, help="requests decoded together")
+    p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 429")
+    p.add_argument("--request-timeout", type=float, default=120.0, help="seconds per request")
+    p.add_argument("--shutdown-timeout", type=float, default=30.0, help="drain time on SIGTERM")
+    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body")
+    p.add_argument("--default-max-tokens", type=int, default=256, help="when a request omits it")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, auto")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    p.set_defaults(func=run)
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    if args.api_key_file is None:
+        return args.api_key
+    try:
+        return Path(args.api_key_file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"--api-key-file {args.api_key_file}: {exc.strerror}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from scratchllm.serve.config import ServeConfig
+    from scratchllm.serve.server import app_for_run, run_server
+
+    cfg = ServeConfig(
+        host=args.host,
+        port=args.port,
+        model_name=args.model_name or Path(args.run).resolve().name,
+        api_key=_api_key(args),
+        allowed_hosts=tuple(args.allowed_host),
+        cors_origins=tuple(args.cors_origin),
+        max_batch=args.max_batch,
+        max_queue=args.max_queue,
+        request_timeout=args.request_timeout,
+        shutdown_timeout=args.shutdown_timeout,
+        max_body_bytes=args.max_body_bytes,
+        default_max_tokens=args.default_max_tokens,
+    )
+    app = app_for_run(args.run, cfg, device=args.device, dtype=args.dtype)
+    where = f"http://{'[' + cfg.host + ']' if ':' in cfg.host else cfg.host}:{cfg.port}/"
+    print(f"serving {cfg.model_name!r} at {where} (Ctrl-C or SIGTERM to stop)", flush=True)
+    run_server(app, cfg)
+    return 0

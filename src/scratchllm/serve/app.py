@@ -1,0 +1,447 @@
+"""The HTTP application: OpenAI-compatible routes over the continuous-batching `Scheduler`.
+
+Routes: ``GET /v1/models``, ``GET /v1/models/{id}``, ``POST /v1/completions``,
+``POST /v1/chat/completions`` (both with ``stream: true`` as server-sent events ending in
+``data: [DONE]``), ``GET /health`` and the chat page at ``/``. A handler reads and validates
+the body (`protocol.Validator`), hands one `Request` per choice to the scheduler and either
+streams events as they come or collects them. A client that goes away cancels its choices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import re
+import secrets
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request as HTTPRequest
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from torch import nn
+
+from scratchllm.generation import Request
+from scratchllm.generation.chat import PlainTemplate
+from scratchllm.serve.config import ServeConfig
+from scratchllm.serve.protocol import APIError, GenParams, Validator, parse_json
+from scratchllm.serve.scheduler import Event, QueueFull, Scheduler, ShuttingDown, Ticket
+from scratchllm.serve.security import AuthGuard, HostGuard, read_body
+
+RETRY_AFTER_S = "1"  # a full queue drains within a few decode steps
+
+
+class ServerState:
+    """What the handlers share: limits, the scheduler, the validator, the draining flag."""
+
+    def __init__(
+        self, model: nn.Module, tokenizer: Any, template: Any, cfg: ServeConfig, *, step_mode: str
+    ):
+        self.cfg, self.tokenizer, self.template = cfg, tokenizer, template
+        self.scheduler = Scheduler(
+            model, tokenizer, slots=cfg.max_batch, max_queue=cfg.max_queue, step_mode=step_mode
+        )
+        self.validator = Validator(cfg, tokenizer, template, model.cfg.context_length)
+        self.tokenizer_lock = threading.Lock()  # the BPE cache is not safe to share
+        self.draining = False  # set on SIGTERM: refuse new work, finish what is running
+        self.created = int(time.time())
+        self.chat_stop_ids = tuple(template.stop_token_ids(tokenizer))
+
+    def validate(self, kind: str, body: dict) -> GenParams:
+        with self.tokenizer_lock:
+            return self.validator.chat(body) if kind == "chat" else self.validator.completion(body)
+
+
+# ------------------------------------------------------------------------------- responses
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return JSONResponse(data, status_code=status, headers=headers)
+
+
+def _error_response(err: APIError) -> Response:
+    return _json(err.body(), err.status, err.headers)
+
+
+def _sse(data: Any) -> str:
+    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+class Shaper:
+    """Builds OpenAI response objects for one request (completion or chat)."""
+
+    def __init__(self, kind: str, model: str, params: GenParams) -> None:
+        self.kind, self.model, self.params = kind, model, params
+        self.id = ("chatcmpl-" if kind == "chat" else "cmpl-") + secrets.token_hex(12)
+        self.created = int(time.time())
+
+    def _head(self, obj: str) -> dict[str, Any]:
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
+
+    def usage(self, completions: list[Any]) -> dict[str, int]:
+        prompt = sum(len(p) for p in self.params.prompts)
+        out = sum(len(c.token_ids) for c in completions if c is not None)
+        return {"prompt_tokens": prompt, "completion_tokens": out, "total_tokens": prompt + out}
+
+    def full(self, texts: list[str], reasons: list[str | None], completions: list[Any]) -> dict:
+        if self.kind == "chat":
+            choices = [
+                {
+                    "index": i,
+                    "message": {"role": "assistant", "content": t},
+                    "logprobs": None,
+                    "finish_reason": r,
+                }
+                for i, (t, r) in enumerate(zip(texts, reasons))
+            ]
+            head = self._head("chat.completion")
+        else:
+            choices = [
+                {"index": i, "text": t, "logprobs": None, "finish_reason": r}
+                for i, (t, r) in enumerate(zip(texts, reasons))
+            ]
+            head = self._head("text_completion")
+        return {**head, "choices": choices, "usage": self.usage(completions)}
+
+    def chunk(self, index: int, text: str | None, reason: str | None, *, role: bool = False):
+        if self.kind == "chat":
+            delta: dict[str, str] = {"role": "assistant"} if role else {}
+            if text is not None:
+                delta["content"] = text
+            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}
+            return {**self._head("chat.completion.chunk"), "choices": [choice]}
+        choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": reason}
+        return {**self._head("text_completion"), "choices": [choice]}
+
+    def usage_chunk(self, completions: list[Any]) -> dict:
+        obj = "chat.completion.chunk" if self.kind == "chat" else "text_completion"
+        return {**self._head(obj), "choices": [], "usage": self.usage(completions)}
+
+
+class LeadingSpace:
+    """Chat replies start after 'Assistant:'; drop the whitespace before the first character."""
+
+    def __init__(self, active: bool) -> None:
+        self.pending = active
+
+    def __call__(self, text: str) -> str:
+        if self.pending:
+            text = text.lstrip()
+            self.pending = not text
+        return text
+
+
+# ------------------------------------------------------------------------------- handlers
+
+
+def _state(request: HTTPRequest) -> ServerState:
+    return request.app.state.serve
+
+
+async def _wait_disconnect(request: HTTPRequest) -> None:
+    """Returns when the client closes the connection (the body has been read already)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _next_event(request: HTTPRequest, ticket: Ticket, watcher: asyncio.Task) -> Event | None:
+    """The ticket's next event, or None when the client disconnected first."""
+    if not ticket.events.empty():
+        return ticket.events.get_nowait()
+    getter = asyncio.ensure_future(ticket.events.get())
+    done, _ = await asyncio.wait({getter, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    if getter in done:
+        return getter.result()
+    getter.cancel()
+    return None
+
+
+def _requests(st: ServerState, kind: str, params: GenParams) -> list[Request]:
+    stop, stop_ids = params.stop, ()
+    if kind == "chat":
+        stop = tuple(dict.fromkeys((*st.template.stop_strings, *params.stop)))
+        stop_ids = st.chat_stop_ids
+    out = []
+    for prompt in params.prompts:
+        for _ in range(params.n):
+            seed = None if params.seed is None else (params.seed + len(out)) % (1 << 64)
+            out.append(Request(prompt, params.sampling, params.max_tokens, stop, stop_ids, seed))
+    return out
+
+
+def _failed(message: str) -> APIError:
+    return APIError(
+        503,
+        message,
+        type="server_error",
+        code="unavailable",
+        headers={"Retry-After": RETRY_AFTER_S},
+    )
+
+
+async def generate(request: HTTPRequest, kind: str) -> Response:
+    st = _state(request)
+    if st.draining:
+        raise _failed("the server is shutting down")
+    body = parse_json(await read_body(request, st.cfg.max_body_bytes))
+    params = await run_in_threadpool(st.validate, kind, body)
+    deadline = time.monotonic() + st.cfg.request_timeout
+    try:
+        ticket = st.scheduler.submit(
+            _requests(st, kind, params), deadline, asyncio.get_running_loop()
+        )
+    except QueueFull as exc:
+        raise APIError(
+            429,
+            f"server busy: {exc}; retry shortly",
+            type="rate_limit_error",
+            code="queue_full",
+            headers={"Retry-After": RETRY_AFTER_S},
+        ) from None
+    except ShuttingDown as exc:
+        raise _failed(str(exc)) from None
+    shaper = Shaper(kind, st.cfg.model_name, params)
+    watcher = asyncio.ensure_future(_wait_disconnect(request))
+    try:
+        first = await _next_event(request, ticket, watcher)
+        if first is None:  # gone while queued or prefilling
+            st.scheduler.cancel(ticket)
+            return Response(status_code=499)
+        if first.error is not None:
+            st.scheduler.cancel(ticket)
+            raise _failed(first.error)
+        if params.stream:
+            watcher.cancel()  # StreamingResponse listens for the disconnect itself
+            stream = _stream(st, ticket, shaper, first)
+            return StreamingResponse(
+                stream, media_type="text/event-stream", headers={"X-Accel-Buffering": "no"}
+            )
+        return await _collect(request, st, ticket, shaper, first, watcher)
+    finally:
+        if not params.stream:
+            watcher.cancel()
+
+
+async def _collect(request, st: ServerState, ticket: Ticket, shaper: Shaper, first: Event, watcher):
+    n = len(ticket.jobs)
+    texts, reasons = [""] * n, [None] * n
+    completions: list[Any] = [None] * n
+    strip = [LeadingSpace(shaper.kind == "chat") for _ in range(n)]
+    left, event = n, first
+    while True:
+        if event.error is not None:
+            st.scheduler.cancel(ticket)
+            raise APIError(500, event.error, type="server_error", code="generation_failed")
+        texts[event.index] += strip[event.index](event.text)
+        if event.completion is not None:
+            completions[event.index], reasons[event.index] = event.completion, event.finish_reason
+            left -= 1
+        if not left:
+            return _json(shaper.full(texts, reasons, completions))
+        event = await _next_event(request, ticket, watcher)
+        if event is None:
+            st.scheduler.cancel(ticket)
+            return Response(status_code=499)
+
+
+async def _stream(
+    st: ServerState, ticket: Ticket, shaper: Shaper, first: Event
+) -> AsyncIterator[str]:
+    n = len(ticket.jobs)
+    completions: list[Any] = [None] * n
+    strip = [LeadingSpace(shaper.kind == "chat") for _ in range(n)]
+    left, event = n, first
+    try:
+        if shaper.kind == "chat":
+            for i in range(n):
+                yield _sse(shaper.chunk(i, "", None, role=True))
+        while True:
+            if event.error is not None:
+                err = APIError(500, event.error, type="server_error", code="generation_failed")
+                yield _sse(err.body())
+                break
+            text = strip[event.index](event.text)
+            if event.completion is not None:
+                completions[event.index] = event.completion
+                left -= 1
+                if text:
+                    yield _sse(shaper.chunk(event.index, text, None))
+                yield _sse(
+                    shaper.chunk(
+                        event.index, None if shaper.kind == "chat" else "", event.finish_reason
+                    )
+                )
+            elif text:
+                yield _sse(shaper.chunk(event.index, text, None))
+            if not left:
+                if shaper.params.include_usage:
+                    yield _sse(shaper.usage_chunk(completions))
+                break
+            event = await ticket.events.get()
+        yield "data: [DONE]\n\n"
+    finally:  # normal end, error, or the client went away (this generator was cancelled)
+        if left:
+            st.scheduler.cancel(ticket)
+
+
+async def completions(request: HTTPRequest) -> Response:
+    return await generate(request, "completion")
+
+
+async def chat_completions(request: HTTPRequest) -> Response:
+    return await generate(request, "chat")
+
+
+def _model_card(st: ServerState) -> dict[str, Any]:
+    return {
+        "id": st.cfg.model_name,
+        "object": "model",
+        "created": st.created,
+        "owned_by": "scratchllm",
+    }
+
+
+async def list_models(request: HTTPRequest) -> Response:
+    return _json({"object": "list", "data": [_model_card(_state(request))]})
+
+
+async def get_model(request: HTTPRequest) -> Response:
+    st = _state(request)
+    if request.path_params["model"] != st.cfg.model_name:
+        raise APIError(
+            404,
+            f"model {request.path_params['model']!r} does not exist",
+            param="model",
+            code="model_not_found",
+        )
+    return _json(_model_card(st))
+
+
+async def health(request: HTTPRequest) -> Response:
+    st = _state(request)
+    if st.draining:
+        return _json({"status": "draining"}, 503, {"Retry-After": RETRY_AFTER_S})
+    return _json({"status": "ok", **st.scheduler.load})
+
+
+# ----------------------------------------------------------------------------- chat page
+
+
+def _csp_hash(source: str) -> str:
+    digest = hashlib.sha256(source.encode()).digest()
+    return "'sha256-" + base64.b64encode(digest).decode() + "'"
+
+
+def load_page() -> tuple[bytes, str]:
+    """The chat page and a Content-Security-Policy that allows exactly its inline code."""
+    html = resources.files("scratchllm.serve").joinpath("static/chat.html").read_text("utf-8")
+    scripts = re.findall(r"<script>(.*?)</script>", html, flags=re.S)
+    styles = re.findall(r"<style>(.*?)</style>", html, flags=re.S)
+    csp = (
+        "default-src 'none'; "
+        f"script-src {' '.join(map(_csp_hash, scripts))}; "
+        f"style-src {' '.join(map(_csp_hash, styles))}; "
+        "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'"
+    )
+    return html.encode("utf-8"), csp
+
+
+def page_route() -> Route:
+    html, csp = load_page()
+
+    async def page(request: HTTPRequest) -> Response:
+        return Response(
+            html, media_type="text/html; charset=utf-8", headers={"Content-Security-Policy": csp}
+        )
+
+    return Route("/", page, methods=["GET"])
+
+
+# ------------------------------------------------------------------------------ the app
+
+
+async def _api_error(request: HTTPRequest, exc: Exception) -> Response:
+    assert isinstance(exc, APIError)
+    return _error_response(exc)
+
+
+async def _http_error(request: HTTPRequest, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    err = APIError(
+        exc.status_code,
+        f"{request.method} {request.url.path}: {exc.detail}",
+        code=code,
+        headers=dict(exc.headers or {}),
+    )
+    return _error_response(err)
+
+
+async def _internal_error(request: HTTPRequest, exc: Exception) -> Response:
+    return _error_response(APIError(500, "internal server error", type="server_error"))
+
+
+def create_app(
+    model: nn.Module,
+    tokenizer: Any,
+    cfg: ServeConfig,
+    *,
+    template: Any = None,
+    step_mode: str = "auto",
+) -> Starlette:
+    """The ASGI app for one model. ``template``: the run's chat template (plain lines if None)."""
+    st = ServerState(model, tokenizer, template or PlainTemplate(), cfg, step_mode=step_mode)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        st.scheduler.start()
+        try:
+            yield
+        finally:
+            st.scheduler.stop()
+
+    middleware = [Middleware(HostGuard, cfg=cfg)]
+    if cfg.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(cfg.cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["authorization", "content-type"],
+            )
+        )
+    middleware.append(Middleware(AuthGuard, api_key=cfg.api_key))
+    routes = [
+        page_route(),
+        Route("/health", health, methods=["GET"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", get_model, methods=["GET"]),
+        Route("/v1/completions", completions, methods=["POST"]),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    ]
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={
+            APIError: _api_error,
+            HTTPException: _http_error,
+            Exception: _internal_error,
+        },
+    )
+    app.state.serve = st
+    return app

@@ -1,0 +1,106 @@
+"""A tiny saved run and a real server on a free loopback port (uvicorn in a thread)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from scratchllm.model import GPTModel, get_preset
+from scratchllm.serve import ServeConfig, app_for_run
+from scratchllm.serve.server import DrainingServer, uvicorn_config
+from scratchllm.tokenizer import BPETokenizer
+from scratchllm.train.checkpoint import save_run
+
+EOT = "<|endoftext|>"
+MODEL = "tiny-run"
+KEY = "test-key-0123456789"
+
+
+def make_run(path: Path, context_length: int = 128) -> Path:
+    """Byte tokenizer (every byte a token, so characters split) + a random tiny GPT."""
+    tokenizer = BPETokenizer([bytes([b]) for b in range(256)], special_tokens={EOT: 256})
+    torch.manual_seed(0)
+    cfg = get_preset("tiny", vocab_size=257, context_length=context_length, init_std=0.3)
+    save_run(path, GPTModel(cfg).eval(), cfg, tokenizer)
+    return path
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("serve") / MODEL)
+
+
+@dataclass
+class Server:
+    url: str
+    port: int
+    app: object
+    cfg: ServeConfig
+
+    def client(self, **kw) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=30, **kw)
+
+
+def _start(run_dir: Path, cfg: ServeConfig) -> Iterator[Server]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    cfg = replace(cfg, port=port)
+    app = app_for_run(run_dir, cfg)
+    server = DrainingServer(uvicorn_config(app, cfg))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.02)
+    try:
+        yield Server(f"http://127.0.0.1:{port}", port, app, cfg)
+    finally:
+        server.should_exit = True
+        thread.join(15)
+        sock.close()
+
+
+@pytest.fixture(scope="module")
+def server(run_dir) -> Iterator[Server]:
+    """An open server (no key) with small limits so the hostile tests hit them cheaply."""
+    cfg = ServeConfig(
+        model_name=MODEL,
+        max_batch=8,
+        max_queue=16,
+        max_body_bytes=64 * 1024,
+        max_prompt_chars=4000,
+        max_messages=16,
+        default_max_tokens=16,
+    )
+    yield from _start(run_dir, cfg)
+
+
+@pytest.fixture(scope="module")
+def keyed_server(run_dir) -> Iterator[Server]:
+    yield from _start(run_dir, ServeConfig(model_name=MODEL, api_key=KEY, max_batch=4))
+
+
+@pytest.fixture
+def start_server(run_dir):
+    """Start a server with a config of the test's own (stopped at the end of the test)."""
+    gens = []
+
+    def start(**kw) -> Server:
+        gen = _start(run_dir, ServeConfig(model_name=MODEL, **kw))
+        gens.append(gen)
+        return next(gen)
+
+    yield start
+    for gen in gens:
+        gen.close()
