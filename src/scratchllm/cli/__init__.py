@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "convert",
     "export",
     "lora",
+    "serve",
 ]
 
 
