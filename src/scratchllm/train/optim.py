@@ -34,9 +34,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; the fused CUDA kernel when training on a GPU (one launch for all parameters)."""
+    """AdamW with the fused kernel (one pass over all parameters) on CUDA and CPU."""
     groups = [g for g in param_groups(model, cfg.weight_decay) if g["params"]]
-    extra = {"fused": True} if device.type == "cuda" else {}
+    extra = {"fused": True} if device.type in ("cuda", "cpu") else {}
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, **extra)
 
 

@@ -1,0 +1,108 @@
+"""Training-step throughput: scratchllm's GPT against transformers' GPT2LMHeadModel.
+
+Same shape, batch, precision (fp32) and attention kernel (SDPA), same optimizer (AdamW), measured in
+one process, alternating, median of several repetitions. Prints tokens/s and the ratio.
+
+    python bench/train.py                       # gpt2-small, batch 4, context 256 (slow on CPU)
+    python bench/train.py --tiny                # a seconds-long smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def build_ours(args):
+    from scratchllm.model import GPTModel, get_preset
+
+    cfg = get_preset(args.preset, context_length=args.context, dropout=0.0)
+    model = GPTModel(cfg)
+    return model, cfg
+
+
+def build_hf(cfg):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    hf_cfg = GPT2Config(
+        vocab_size=cfg.vocab_size, n_positions=cfg.context_length, n_embd=cfg.n_embd,
+        n_layer=cfg.n_layer, n_head=cfg.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        tie_word_embeddings=True,
+    )
+    hf_cfg._attn_implementation = "sdpa"
+    return GPT2LMHeadModel(hf_cfg)
+
+
+def ours_step(model, opt, x, y):
+    logits = model(x)
+    loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def hf_step(model, opt, x, y):
+    logits = model(input_ids=x).logits
+    loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def time_steps(step, model, opt, x, y, n):
+    start = time.perf_counter()
+    for _ in range(n):
+        step(model, opt, x, y)
+    return (time.perf_counter() - start) / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="gpt2-small")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--context", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per repetition")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="also time our model compiled")
+    parser.add_argument("--tiny", action="store_true", help="tiny model, for a quick check")
+    args = parser.parse_args()
+    if args.tiny:
+        args.preset, args.batch, args.context, args.steps, args.reps = "tiny", 4, 32, 2, 3
+    torch.manual_seed(0)
+    ours, cfg = build_ours(args)
+    hf = build_hf(cfg)
+    x = torch.randint(0, cfg.vocab_size, (args.batch, args.context))
+    y = torch.randint(0, cfg.vocab_size, (args.batch, args.context))
+    contenders = {
+        "transformers GPT2LMHeadModel": (hf_step, hf, torch.optim.AdamW(hf.parameters(), lr=1e-4)),
+        "scratchllm GPTModel": (
+            ours_step, ours, torch.optim.AdamW(ours.parameters(), lr=1e-4, fused=True)
+        ),
+    }
+    if args.compile:
+        compiled = torch.compile(ours)
+        opt = torch.optim.AdamW(ours.parameters(), lr=1e-4, fused=True)
+        contenders["scratchllm GPTModel, compiled"] = (ours_step, compiled, opt)
+    for step, model, opt in contenders.values():  # warm-up (and compilation)
+        time_steps(step, model, opt, x, y, 1)
+    times = {name: [] for name in contenders}
+    for _ in range(args.reps):  # alternate so that machine noise hits both alike
+        for name, (step, model, opt) in contenders.items():
+            times[name].append(time_steps(step, model, opt, x, y, args.steps))
+    tokens = args.batch * args.context
+    base = tokens / statistics.median(times["transformers GPT2LMHeadModel"])
+    print(f"{args.preset}, batch {args.batch}, context {args.context}, fp32, "
+          f"{torch.get_num_threads()} threads, median of {args.reps}x{args.steps} steps")
+    print(f"| {'model':<32} | {'tokens/s':>10} | {'ratio':>6} |")
+    print(f"|{'-' * 34}|{'-' * 12}|{'-' * 8}|")
+    for name, ts in times.items():
+        rate = tokens / statistics.median(ts)
+        print(f"| {name:<32} | {rate:>10.1f} | {rate / base:>5.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
