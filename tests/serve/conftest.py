@@ -11,26 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
+from serve_helpers import KEY, MODEL, make_run
 
-from scratchllm.model import GPTModel, get_preset
 from scratchllm.serve import ServeConfig, app_for_run
 from scratchllm.serve.server import DrainingServer, uvicorn_config
-from scratchllm.tokenizer import BPETokenizer
-from scratchllm.train.checkpoint import save_run
-
-EOT = "<|endoftext|>"
-MODEL = "tiny-run"
-KEY = "test-key-0123456789"
-
-
-def make_run(path: Path, context_length: int = 128) -> Path:
-    """Byte tokenizer (every byte a token, so characters split) + a random tiny GPT."""
-    tokenizer = BPETokenizer([bytes([b]) for b in range(256)], special_tokens={EOT: 256})
-    torch.manual_seed(0)
-    cfg = get_preset("tiny", vocab_size=257, context_length=context_length, init_std=0.3)
-    save_run(path, GPTModel(cfg).eval(), cfg, tokenizer)
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -95,7 +95,8 @@ class Scheduler:
         self._serial = itertools.count()
         self._thread = threading.Thread(target=self._run, name="scratchllm-decode", daemon=True)
         self.steps = 0  # decode steps run (for tests and /health)
-        self.last_step_size = 0  # active requests in the latest step
+        self.peak_batch = 0  # most requests decoded together in one step
+        self.cancelled = 0  # choices dropped because their client went away
 
     # --- the asyncio side ---------------------------------------------------------------------
 
@@ -180,6 +181,7 @@ class Scheduler:
             if job.ticket.cancelled or now > job.ticket.deadline:
                 completion = self.batch.cancel(rid)
                 del self._active[rid]
+                self.cancelled += job.ticket.cancelled
                 if not job.ticket.cancelled and completion is not None:
                     self._finish(job, completion, "timeout")
                 job.done = True
@@ -200,7 +202,7 @@ class Scheduler:
             self._active[rid] = job
 
     def _step(self) -> None:
-        self.last_step_size = len(self._active)
+        self.peak_batch = max(self.peak_batch, len(self._active))
         try:
             events = self.batch.step()
         except Exception as exc:  # noqa: BLE001 - fail this batch, keep serving

@@ -1,0 +1,24 @@
+"""Shared by the serving tests (a unique module name: conftest files cannot be imported)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from scratchllm.model import GPTModel, get_preset
+from scratchllm.tokenizer import BPETokenizer
+from scratchllm.train.checkpoint import save_run
+
+EOT = "<|endoftext|>"
+MODEL = "tiny-run"
+KEY = "test-key-0123456789"
+
+
+def make_run(path: Path, context_length: int = 128) -> Path:
+    """Byte tokenizer (every byte a token, so characters split) + a random tiny GPT."""
+    tokenizer = BPETokenizer([bytes([b]) for b in range(256)], special_tokens={EOT: 256})
+    torch.manual_seed(0)
+    cfg = get_preset("tiny", vocab_size=257, context_length=context_length, init_std=0.3)
+    save_run(path, GPTModel(cfg).eval(), cfg, tokenizer)
+    return path

@@ -1,0 +1,110 @@
+"""The official `openai` client, unchanged, against the real server: shapes, streaming, n, seeds."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+from serve_helpers import KEY, MODEL
+
+
+@pytest.fixture(scope="module")
+def client(server) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0)
+
+
+def test_models(client):
+    models = client.models.list()
+    assert [m.id for m in models.data] == [MODEL]
+    assert client.models.retrieve(MODEL).id == MODEL
+
+
+def test_completion(client):
+    r = client.completions.create(model=MODEL, prompt="Hello", max_tokens=8, temperature=0)
+    assert r.object == "text_completion" and r.model == MODEL
+    (choice,) = r.choices
+    assert choice.finish_reason in ("stop", "length")
+    assert r.usage.prompt_tokens == 5  # byte tokenizer: one id per byte
+    assert 0 < r.usage.completion_tokens <= 8 or choice.finish_reason == "stop"
+    again = client.completions.create(model=MODEL, prompt="Hello", max_tokens=8, temperature=0)
+    assert again.choices[0].text == choice.text  # greedy is deterministic
+
+
+def test_completion_stream_matches_non_stream(client):
+    kw = dict(model=MODEL, prompt="The cat", max_tokens=12, temperature=0)
+    full = client.completions.create(**kw).choices[0]
+    chunks = list(client.completions.create(stream=True, **kw))
+    assert "".join(c.choices[0].text for c in chunks) == full.text
+    assert chunks[-1].choices[0].finish_reason == full.finish_reason
+
+
+def test_several_prompts_and_n(client):
+    r = client.completions.create(
+        model=MODEL, prompt=["a", "b"], n=2, max_tokens=4, temperature=1.0, seed=3
+    )
+    assert sorted(c.index for c in r.choices) == [0, 1, 2, 3]
+    same = client.completions.create(
+        model=MODEL, prompt=["a", "b"], n=2, max_tokens=4, temperature=1.0, seed=3
+    )
+    assert [c.text for c in r.choices] == [c.text for c in same.choices]  # seeded per choice
+
+
+def test_token_id_prompt(client):
+    r = client.completions.create(model=MODEL, prompt=[72, 105], max_tokens=3, temperature=0)
+    text = client.completions.create(model=MODEL, prompt="Hi", max_tokens=3, temperature=0)
+    assert r.choices[0].text == text.choices[0].text
+
+
+def test_chat(client):
+    r = client.chat.completions.create(
+        model=MODEL,
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+        max_tokens=10,
+        temperature=0,
+    )
+    assert r.object == "chat.completion"
+    msg = r.choices[0].message
+    assert msg.role == "assistant" and isinstance(msg.content, str)
+    assert "\nUser:" not in msg.content  # the plain template's stop string
+
+
+def test_chat_stream(client):
+    kw = dict(model=MODEL, messages=[{"role": "user", "content": "Hey"}], temperature=0)
+    full = client.chat.completions.create(max_tokens=12, **kw).choices[0]
+    stream = client.chat.completions.create(
+        max_tokens=12, stream=True, stream_options={"include_usage": True}, **kw
+    )
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == full.message.content
+    assert chunks[-1].usage is not None and chunks[-1].choices == []
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == full.finish_reason
+
+
+def test_raw_sse_ends_with_done(server):
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 3, "stream": True}
+    with server.client() as c, c.stream("POST", "/v1/completions", json=body) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in r.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    for line in lines[:-1]:
+        assert json.loads(line.removeprefix("data: "))["object"] == "text_completion"
+
+
+def test_client_errors_are_typed(client):
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.completions.create(model=MODEL, prompt="x", max_tokens=10_000)
+    assert exc.value.code == "invalid_value"
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="gpt-4", prompt="x")
+
+
+def test_key_with_client(keyed_server):
+    good = openai.OpenAI(base_url=keyed_server.url + "/v1", api_key=KEY, max_retries=0)
+    assert good.models.list().data[0].id == MODEL
+    bad = openai.OpenAI(base_url=keyed_server.url + "/v1", api_key="wrong-key", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.models.list()

@@ -1,0 +1,111 @@
+"""Batching, disconnect cancellation, the bounded queue and the per-request deadline.
+
+A slowed decode step (a sleep around the real one) stands in for a bigger model, so that what
+happens between steps can be observed without timing assertions.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import pytest
+from serve_helpers import MODEL
+
+STEP_DELAY = 0.02
+
+
+def slow_down(server, delay: float = STEP_DELAY):
+    sched = server.app.state.serve.scheduler
+    real = sched.batch.step
+
+    def step():
+        time.sleep(delay)
+        return real()
+
+    sched.batch.step = step
+    return sched
+
+
+def wait_until(cond, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "condition not reached"
+        time.sleep(0.01)
+
+
+def test_concurrent_requests_share_decode_steps(start_server):
+    s = start_server(max_batch=8)
+    sched = slow_down(s, 0.005)
+    results: list[int] = []
+
+    def one(i: int) -> None:
+        body = {"model": MODEL, "prompt": f"p{i}", "max_tokens": 20, "temperature": 0}
+        results.append(httpx.post(s.url + "/v1/completions", json=body, timeout=30).status_code)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [200] * 8
+    assert sched.peak_batch > 1
+
+
+def test_stream_disconnect_cancels(start_server):
+    s = start_server(max_batch=2)
+    sched = slow_down(s)
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 120, "stream": True}
+    with httpx.Client(base_url=s.url, timeout=30) as c:
+        with c.stream("POST", "/v1/completions", json=body) as r:
+            next(r.iter_lines())
+    wait_until(lambda: sched.cancelled == 1)
+    steps = sched.steps
+    assert steps < 120 and sched.load["active"] == 0
+    time.sleep(5 * STEP_DELAY)
+    assert sched.steps == steps  # nothing decodes for a client that is gone
+
+
+def test_non_stream_disconnect_cancels(start_server):
+    s = start_server(max_batch=2)
+    sched = slow_down(s)
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 120}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(s.url + "/v1/completions", json=body, timeout=0.3)  # closes the connection
+    wait_until(lambda: sched.cancelled == 1)
+    assert sched.steps < 120 and sched.load["active"] == 0
+
+
+def test_queue_full_gives_429_with_retry_after(start_server):
+    s = start_server(max_batch=1, max_queue=0)
+    sched = slow_down(s)
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 100, "stream": True}
+    with httpx.Client(base_url=s.url, timeout=30) as c:
+        with c.stream("POST", "/v1/completions", json=body) as r:
+            next(r.iter_lines())  # holds the only slot
+            busy = c.post("/v1/completions", json={**body, "stream": False})
+            assert busy.status_code == 429
+            assert busy.headers["retry-after"] == "1"
+            assert busy.json()["error"]["code"] == "queue_full"
+    wait_until(lambda: sched.load["active"] == 0)
+    ok = httpx.post(s.url + "/v1/completions", json={**body, "max_tokens": 2, "stream": False})
+    assert ok.status_code == 200
+
+
+def test_deadline_cuts_a_long_request(start_server):
+    s = start_server(max_batch=2, request_timeout=0.4)
+    slow_down(s, 0.05)
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 120, "stop": None}
+    r = httpx.post(s.url + "/v1/completions", json=body, timeout=30)
+    assert r.status_code == 200
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] in ("length", "stop")
+    assert r.json()["usage"]["completion_tokens"] < 120
+
+
+def test_health_reports_load(server):
+    data = httpx.get(server.url + "/health").json()
+    assert data["status"] == "ok" and data["slots"] == 8
+    assert json.dumps(data)
