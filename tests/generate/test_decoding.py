@@ -194,3 +194,17 @@ def test_complete_keeps_its_signature(model, tokenizer):
     assert isinstance(text, str)
     # sliding by default: longer than the context still works
     assert isinstance(complete(model, tokenizer, "ab", model.cfg.context_length + 5, GREEDY), str)
+
+
+def test_int8_linear_layers_decode_close_to_float32(model, tokenizer):
+    from scratchllm.generation.quantize import quantize_int8
+
+    q = quantize_int8(model)
+    assert model.lm_head.weight.dtype == torch.float32  # the original is untouched
+    x = torch.tensor([PROMPTS[0]])
+    with torch.no_grad():
+        p, p_q = model(x).log_softmax(-1), q(x).log_softmax(-1)
+    kl = torch.nn.functional.kl_div(p_q, p, log_target=True, reduction="batchmean")
+    assert kl < 0.2  # these test models have large (init_std 0.3) logits
+    (c,) = Engine(q, tokenizer).generate([PROMPTS[0]], GREEDY, 8)
+    assert len(c.token_ids) == 8

@@ -1,0 +1,156 @@
+"""CPU decoding benchmark: our KV-cached engine against transformers' `generate`, same weights.
+
+A gpt2-small-shaped transformers `GPT2LMHeadModel` with seeded random weights is converted to our
+`GPTModel` through `scratchllm.interop.hf_convert`; both decode greedily from the same 128-token
+prompt at batch 1. Variants of ours: float32, bfloat16 weights, int8 linear layers. Tokens/s is
+new tokens over the wall time of the whole call (prefill included), median of repetitions. The
+quality cost of bf16/int8 is stated as the perplexity change against float32 on held-out text
+(tinyshakespeare's last part, GPT-2 tokenizer, from ../shared/data; random ids if absent) plus
+the mean KL divergence of the next-token distributions. Random weights make the perplexity
+itself meaningless (about the vocabulary size); the changes measure the numerical error.
+
+    .venv/bin/python bench/generate.py                 # gpt2-small, 32 new tokens, 3 reps
+    .venv/bin/python bench/generate.py --size tiny     # seconds (smoke test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SIZES = {  # transformers GPT2Config fields
+    "gpt2-small": dict(n_embd=768, n_layer=12, n_head=12, n_positions=1024, vocab_size=50257),
+    "tiny": dict(n_embd=64, n_layer=2, n_head=4, n_positions=256, vocab_size=50257),
+}
+
+
+def median_seconds(fn: Callable[[], object], reps: int) -> float:
+    fn()  # warm-up (allocations, lazy init)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def build_models(size: str):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from scratchllm.interop.hf_convert import gpt_from_gpt2
+
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(**SIZES[size])).eval()
+    hf.generation_config.eos_token_id = None  # decode exactly max_new_tokens
+    hf.generation_config.pad_token_id = 0
+    ours = gpt_from_gpt2(hf).eval()
+    return hf, ours
+
+
+def tokenizer_and_text(vocab: int):
+    """GPT-2 tokenizer and held-out ids, or a byte stand-in and random ids without shared data."""
+    from scratchllm.tokenizer import BPETokenizer
+
+    if (DATA / "encoder.json").is_file() and (DATA / "tinyshakespeare.txt").is_file():
+        tok = BPETokenizer.from_gpt2_files(DATA / "encoder.json", DATA / "vocab.bpe")
+        text = (DATA / "tinyshakespeare.txt").read_text(encoding="utf-8")[-20_000:]
+        return tok, tok.encode(text), "tinyshakespeare (last 20 kB), GPT-2 BPE"
+    tok = BPETokenizer([bytes([b]) for b in range(256)], special_tokens={"<|endoftext|>": 256})
+    return tok, torch.randint(0, vocab, (4096,)).tolist(), "random ids (no ../shared/data)"
+
+
+@torch.no_grad()
+def quality(model, ref_logits: list[torch.Tensor] | None, ids: list[int], window: int):
+    """(perplexity, mean KL(fp32 || model), logits per window) over consecutive windows."""
+    nll, kl, n, out = 0.0, 0.0, 0, []
+    for i, start in enumerate(range(0, len(ids) - window, window)):
+        x = torch.tensor([ids[start : start + window]])
+        y = torch.tensor(ids[start + 1 : start + window + 1])
+        logits = model(x)[0].float()  # [T, V]
+        nll += F.cross_entropy(logits, y, reduction="sum").item()
+        n += len(y)
+        if ref_logits is not None:
+            p = ref_logits[i].log_softmax(-1)
+            kl += F.kl_div(logits.log_softmax(-1), p, log_target=True, reduction="sum").item()
+        out.append(logits)
+    return math.exp(nll / n), kl / n, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", choices=SIZES, default="gpt2-small")
+    ap.add_argument("--prompt-tokens", type=int, default=128)
+    ap.add_argument("--new-tokens", type=int, default=32)
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--eval-windows", type=int, default=4, help="256-token windows for perplexity")
+    args = ap.parse_args()
+
+    from scratchllm.generation import GREEDY, Engine
+    from scratchllm.generation.quantize import quantize_int8
+
+    hf, ours = build_models(args.size)
+    tok, held_out, text_name = tokenizer_and_text(ours.cfg.vocab_size)
+    prompt = held_out[: args.prompt_tokens]
+    n = args.new_tokens
+    x = torch.tensor([prompt])
+    variants = {
+        "ours fp32": ours,
+        "ours bf16": _bf16(ours),
+        "ours int8": quantize_int8(ours),
+    }
+
+    def hf_run(model):
+        with torch.no_grad():
+            return model.generate(x, max_new_tokens=n, min_new_tokens=n, do_sample=False)
+
+    rows = []
+    t_hf = median_seconds(lambda: hf_run(hf), args.reps)
+    hf_ids = hf_run(hf)[0, len(prompt) :].tolist()
+    rows.append(("transformers fp32", n / t_hf, None))
+    for name, model in variants.items():
+        engine = Engine(model, tok)
+        t = median_seconds(lambda e=engine: e.generate([prompt], GREEDY, n), args.reps)
+        got = engine.generate([prompt], GREEDY, n)[0].token_ids
+        same = sum(a == b for a, b in zip(got, hf_ids))
+        rows.append((name, n / t, f"{same}/{n}"))
+
+    window = min(256, ours.cfg.context_length)
+    ids = held_out[: args.eval_windows * window + 1]
+    ppl32, _, ref = quality(ours, None, ids, window)
+    qual = {"ours fp32": (ppl32, 0.0)}
+    for name in ("ours bf16", "ours int8"):
+        ppl, kl, _ = quality(variants[name], ref, ids, window)
+        qual[name] = (ppl, kl)
+
+    print(
+        f"{args.size} (random weights), batch 1, {len(prompt)}-token prompt, {n} new tokens, "
+        f"greedy, {torch.get_num_threads()} threads, median of {args.reps}; held-out: {text_name}"
+    )
+    print(f"{'decoder':<20} {'tokens/s':>9} {'greedy = HF':>12} {'ppl':>10} {'KL':>9} {'ratio':>7}")
+    for name, tps, same in rows:
+        ppl, kl = qual.get(name, (None, None))
+        ppl_s = "" if ppl is None else f"{ppl:.1f}"
+        if ppl is not None and name != "ours fp32":
+            ppl_s = f"{100 * (ppl / ppl32 - 1):+.2f}%"
+        kl_s = "" if kl is None else f"{kl:.2e}"
+        print(
+            f"{name:<20} {tps:>9.2f} {same or '':>12} {ppl_s:>10} {kl_s:>9} {tps / rows[0][1]:>6.2f}x"
+        )
+
+
+def _bf16(model):
+    import copy
+
+    return copy.deepcopy(model).to(torch.bfloat16)
+
+
+if __name__ == "__main__":
+    main()
