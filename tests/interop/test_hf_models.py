@@ -7,13 +7,20 @@ from __future__ import annotations
 
 import pytest
 import torch
-from interop_helpers import VOCAB, transformers
+from interop_helpers import CASES, VOCAB, hf_model, transformers
 
 from scratchllm.interop.hf import normalise_keys
 from scratchllm.interop.hf_files import load_hf, read_safetensors, save_hf
 from scratchllm.model import EncoderModel, GPTModel, get_preset
 
 TOL = 1e-5
+
+
+@pytest.fixture(params=sorted(CASES))
+def case(request):
+    """(kind, tiny random transformers model) for every supported case."""
+    kind, extra = CASES[request.param]
+    return kind, hf_model(kind, **extra)
 
 
 def ids(b: int = 2, t: int = 9) -> torch.Tensor:
