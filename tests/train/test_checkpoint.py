@@ -92,3 +92,33 @@ def test_load_run_errors_name_the_path(tmp_path):
     (tmp_path / "config.json").write_text("{broken")
     with pytest.raises(CheckpointError, match="config.json"):
         ckpt.load_run(tmp_path)
+
+
+def _tiny_tokenizer():
+    from scratchllm.tokenizer import BPETokenizer
+
+    return BPETokenizer.train("hello world, hello tokens " * 20, 270)
+
+
+def test_load_run_builds_the_saved_architecture(tmp_path):
+    from scratchllm.model import EncoderModel
+
+    tok = _tiny_tokenizer()
+    cfg = get_preset("tiny-bert", vocab_size=tok.vocab_size)
+    encoder = EncoderModel(cfg)
+    ckpt.save_run(tmp_path, encoder, cfg, tok)
+    run = ckpt.load_run(tmp_path)
+    assert isinstance(run.model, EncoderModel)
+    for a, b in zip(encoder.state_dict().values(), run.model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_load_run_rejects_other_architectures_by_name(tmp_path):
+    tok = _tiny_tokenizer()
+    cfg = get_preset("tiny", vocab_size=tok.vocab_size)
+    ckpt.save_run(tmp_path, GPTModel(cfg), cfg, tok)
+    record = json.loads((tmp_path / "config.json").read_text())
+    record["architecture"] = "GPTClassifier"
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match="GPTClassifier"):
+        ckpt.load_run(tmp_path)

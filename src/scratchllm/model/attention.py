@@ -41,6 +41,8 @@ def build_mask(
     """Boolean mask [B or 1, 1, T_q, T_k], True where a query may look at a key; None = all.
 
     The T_q queries are the last T_q of the T_k positions (the earlier ones come from a cache).
+    ``padding_mask`` is [B, T_k] (1 = real key) or already per pair, [B, 1, T_q, T_k] (True =
+    may attend; e.g. documents packed into one row that must not see each other).
     """
     mask = None
     if causal and t_q > 1:
@@ -49,7 +51,9 @@ def build_mask(
         mask = (k_pos <= q_pos)[None, None]  # [1, 1, T_q, T_k]
     if padding_mask is not None:
         assert padding_mask.shape[-1] == t_k, (padding_mask.shape, t_k)
-        keep = padding_mask.bool()[:, None, None, :]  # [B, 1, 1, T_k]
+        keep = padding_mask.bool()
+        if keep.dim() == 2:
+            keep = keep[:, None, None, :]  # [B, 1, 1, T_k]
         mask = keep if mask is None else mask & keep
     return mask
 

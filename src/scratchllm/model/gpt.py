@@ -61,10 +61,15 @@ def check_input(
             f"sequence length {start + t} (cached {start} + new {t}) exceeds "
             f"context_length {cfg.context_length}"
         )
-    if attention_mask is not None and tuple(attention_mask.shape) != (idx.shape[0], start + t):
+    pair_mask = (idx.shape[0], 1, t, start + t)  # per query/key pair, e.g. packed documents
+    if attention_mask is not None and tuple(attention_mask.shape) not in (
+        (idx.shape[0], start + t),
+        pair_mask,
+    ):
         raise ValueError(
             f"attention_mask shape {tuple(attention_mask.shape)} must be "
-            f"[batch, cached + new] = {(idx.shape[0], start + t)}"
+            f"[batch, cached + new] = {(idx.shape[0], start + t)} or [batch, 1, new, "
+            f"cached + new] = {pair_mask}"
         )
     if position_ids is not None and tuple(position_ids.shape) not in ((t,), tuple(idx.shape)):
         raise ValueError(

@@ -253,7 +253,8 @@ def prune_checkpoints(run_dir: str | Path, keep_last: int, keep: set[Path] = fro
 
 @dataclass
 class Run:
-    """A loaded run: the model (eval mode), its tokenizer, and the raw config record."""
+    """A loaded run: the model (eval mode), its tokenizer (None if the run has none), and the
+    raw config record."""
 
     path: Path
     model: nn.Module
@@ -278,7 +279,7 @@ def save_run(run_dir: str | Path, model: nn.Module, model_config: Any, tokenizer
 
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     """Load a run directory written by :func:`save_run` (or by training)."""
-    from scratchllm.model import GPTModel, ModelConfig
+    from scratchllm.model import EncoderModel, GPTModel, ModelConfig
     from scratchllm.tokenizer import load_tokenizer
 
     run_dir = Path(run_dir)
@@ -294,9 +295,18 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
         )
     if "model" not in record:
         raise CheckpointError(f"{run_dir / CONFIG_FILE}: field 'model' is missing")
+    architecture = record.get("architecture", "GPTModel")
+    builders = {"GPTModel": GPTModel, "EncoderModel": EncoderModel}
+    if architecture not in builders:
+        raise CheckpointError(
+            f"{run_dir / CONFIG_FILE}: architecture {architecture!r} is not a language model run "
+            f"(expected one of {sorted(builders)}); classifier runs load with "
+            "scratchllm.finetune.classify.load_classifier / `scratchllm classify`"
+        )
     model_config = ModelConfig.from_dict(record["model"])
-    model = GPTModel(model_config)
+    model = builders[architecture](model_config)
     load_weights(model, run_dir / WEIGHTS_FILE)
-    tokenizer = load_tokenizer(run_dir)
+    # A converted checkpoint may come without a tokenizer we can read (e.g. WordPiece).
+    tokenizer = load_tokenizer(run_dir) if (run_dir / TOKENIZER_FILE).exists() else None
     model.to(device).eval()
     return Run(path=run_dir, model=model, tokenizer=tokenizer, config=record)
