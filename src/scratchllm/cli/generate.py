@@ -67,8 +67,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--overflow",
         choices=("error", "slide"),
-        default="error",
-        help="past the context: refuse (default) or slide the window",
+        default="slide",
+        help=(
+            "past the context: slide the window (default here, as a continuation should not "
+            "fail) or refuse with an error (the library default)"
+        ),
     )
     p.add_argument(
         "--template",
