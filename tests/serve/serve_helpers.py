@@ -22,3 +22,20 @@ def make_run(path: Path, context_length: int = 128) -> Path:
     cfg = get_preset("tiny", vocab_size=257, context_length=context_length, init_std=0.3)
     save_run(path, GPTModel(cfg).eval(), cfg, tokenizer)
     return path
+
+
+class _NoEot:
+    """A tokenizer proxy without an end-of-text id: replies run to max_tokens."""
+
+    eot_id = None
+
+    def __init__(self, tokenizer) -> None:
+        self._tokenizer = tokenizer
+
+    def __getattr__(self, name: str):
+        return getattr(self._tokenizer, name)
+
+
+def never_eot(scheduler) -> None:
+    """Tests that hold a slot must not see the random model end its reply early."""
+    scheduler.batch.tokenizer = _NoEot(scheduler.batch.tokenizer)

@@ -12,7 +12,7 @@ import time
 
 import httpx
 import pytest
-from serve_helpers import MODEL
+from serve_helpers import MODEL, never_eot
 
 STEP_DELAY = 0.02
 
@@ -26,6 +26,7 @@ def slow_down(server, delay: float = STEP_DELAY):
         return real()
 
     sched.batch.step = step
+    never_eot(sched)
     return sched
 
 

@@ -1,0 +1,60 @@
+"""`scratchllm serve` as a real process: SIGTERM drains the in-flight stream and exits 0."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+from serve_helpers import MODEL, make_run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_help():
+    out = subprocess.run(
+        [sys.executable, "-m", "scratchllm", "serve", "--help"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and "--api-key" in out.stdout and "127.0.0.1" in out.stdout
+
+
+def test_sigterm_drains_and_exits_zero(tmp_path):
+    run = make_run(tmp_path / MODEL, context_length=1024)
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scratchllm", "serve", "--run", str(run), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        end = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < end, proc.stdout.read()
+                time.sleep(0.1)
+        body = {"model": MODEL, "prompt": "x", "max_tokens": 1000, "stream": True, "temperature": 0}
+        lines = []
+        with httpx.stream("POST", url + "/v1/completions", json=body, timeout=60) as r:
+            for line in r.iter_lines():
+                if line and not lines:
+                    os.kill(proc.pid, signal.SIGTERM)  # mid-stream
+                lines.append(line)
+        assert [x for x in lines if x][-1] == "data: [DONE]"  # the stream was finished
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
