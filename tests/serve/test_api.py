@@ -91,6 +91,7 @@ def test_raw_sse_ends_with_done(server):
         lines = [line for line in r.iter_lines() if line]
     assert lines[-1] == "data: [DONE]"
     for line in lines[:-1]:
+        assert line.isascii()  # no raw U+2028 & co. that splitlines-based clients break on
         assert json.loads(line.removeprefix("data: "))["object"] == "text_completion"
 
 

@@ -75,7 +75,8 @@ def _error_response(err: APIError) -> Response:
 
 
 def _sse(data: Any) -> str:
-    return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+    # ASCII-only: raw U+2028, U+0085 etc. would be line breaks to clients that use splitlines
+    return f"data: {json.dumps(data)}\n\n"
 
 
 class Shaper:
