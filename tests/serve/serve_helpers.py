@@ -35,6 +35,10 @@ class _NoEot:
     def __getattr__(self, name: str):
         return getattr(self._tokenizer, name)
 
+    def decode_bytes(self, ids) -> bytes:  # nor its text (a stop string of the chat template)
+        eot = self._tokenizer.eot_id
+        return self._tokenizer.decode_bytes([i for i in ids if i != eot])
+
 
 def never_eot(scheduler) -> None:
     """Tests that hold a slot must not see the random model end its reply early."""
