@@ -32,14 +32,14 @@ SIZES = {  # transformers GPT2Config fields
 }
 
 
-def median_seconds(fn: Callable[[], object], reps: int) -> float:
-    fn()  # warm-up (allocations, lazy init)
-    times = []
+def median_seconds(fn: Callable[[], object], reps: int) -> tuple[float, object]:
+    """Median wall time of ``reps`` calls, and the last call's result."""
+    times, out = [], None
     for _ in range(reps):
         start = time.perf_counter()
-        fn()
+        out = fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times), out
 
 
 def build_models(size: str):
@@ -90,7 +90,7 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--eval-windows", type=int, default=4, help="256-token windows for perplexity")
+    ap.add_argument("--eval-windows", type=int, default=2, help="256-token windows for perplexity")
     args = ap.parse_args()
 
     from scratchllm.generation import GREEDY, Engine
@@ -107,43 +107,37 @@ def main() -> None:
         "ours int8": quantize_int8(ours),
     }
 
-    def hf_run(model):
+    def hf_run(tokens: int):
         with torch.no_grad():
-            return model.generate(x, max_new_tokens=n, min_new_tokens=n, do_sample=False)
-
-    rows = []
-    t_hf = median_seconds(lambda: hf_run(hf), args.reps)
-    hf_ids = hf_run(hf)[0, len(prompt) :].tolist()
-    rows.append(("transformers fp32", n / t_hf, None))
-    for name, model in variants.items():
-        engine = Engine(model, tok)
-        t = median_seconds(lambda e=engine: e.generate([prompt], GREEDY, n), args.reps)
-        got = engine.generate([prompt], GREEDY, n)[0].token_ids
-        same = sum(a == b for a, b in zip(got, hf_ids))
-        rows.append((name, n / t, f"{same}/{n}"))
-
-    window = min(256, ours.cfg.context_length)
-    ids = held_out[: args.eval_windows * window + 1]
-    ppl32, _, ref = quality(ours, None, ids, window)
-    qual = {"ours fp32": (ppl32, 0.0)}
-    for name in ("ours bf16", "ours int8"):
-        ppl, kl, _ = quality(variants[name], ref, ids, window)
-        qual[name] = (ppl, kl)
+            return hf.generate(x, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
 
     print(
         f"{args.size} (random weights), batch 1, {len(prompt)}-token prompt, {n} new tokens, "
-        f"greedy, {torch.get_num_threads()} threads, median of {args.reps}; held-out: {text_name}"
+        f"greedy, {torch.get_num_threads()} threads, median of {args.reps}; held-out: {text_name}",
+        flush=True,
     )
-    print(f"{'decoder':<20} {'tokens/s':>9} {'greedy = HF':>12} {'ppl':>10} {'KL':>9} {'ratio':>7}")
-    for name, tps, same in rows:
-        ppl, kl = qual.get(name, (None, None))
-        ppl_s = "" if ppl is None else f"{ppl:.1f}"
-        if ppl is not None and name != "ours fp32":
-            ppl_s = f"{100 * (ppl / ppl32 - 1):+.2f}%"
-        kl_s = "" if kl is None else f"{kl:.2e}"
+    window = min(256, ours.cfg.context_length)
+    ids = held_out[: args.eval_windows * window + 1]
+    ppl32, _, ref = quality(ours, None, ids, window)
+    hf_run(2)  # warm-up
+    t_hf, hf_out = median_seconds(lambda: hf_run(n), args.reps)
+    hf_ids = hf_out[0, len(prompt) :].tolist()
+    head = f"{'decoder':<18} {'tokens/s':>9} {'greedy = HF':>12} {'ppl change':>11} {'KL':>9}"
+    print(f"{head} {'ratio':>7}", flush=True)
+    print(f"{'transformers fp32':<18} {n / t_hf:>9.2f} {'':>12} {'':>11} {'':>9} {1:>6.2f}x")
+    for name, model in variants.items():
+        ppl, kl, _ = quality(model, ref, ids, window) if name != "ours fp32" else (ppl32, 0, 0)
+        engine = Engine(model, tok)
+        engine.generate([prompt], GREEDY, 2)  # warm-up
+        t, done = median_seconds(lambda e=engine: e.generate([prompt], GREEDY, n), args.reps)
+        got = done[0].token_ids
+        same = f"{sum(a == b for a, b in zip(got, hf_ids))}/{n}"
+        change = f"{100 * (ppl / ppl32 - 1):+.3f}%"
         print(
-            f"{name:<20} {tps:>9.2f} {same or '':>12} {ppl_s:>10} {kl_s:>9} {tps / rows[0][1]:>6.2f}x"
+            f"{name:<18} {n / t:>9.2f} {same:>12} {change:>11} {kl:>9.2e} {t_hf / t:>6.2f}x",
+            flush=True,
         )
+    print(f"fp32 perplexity {ppl32:.1f} over {len(ids) - 1} held-out tokens")
 
 
 def _bf16(model):

@@ -38,7 +38,7 @@ def test_emoji_split_over_tokens_waits_for_its_last_byte():
     assert out == ["a", "", "😀", "b", ""]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.text(), st.lists(st.integers(min_value=0), max_size=12))
 def test_pieces_are_whole_characters_and_concatenate_to_the_full_decode(text, cuts):
     data = text.encode("utf-8", errors="surrogatepass")
@@ -50,14 +50,14 @@ def test_pieces_are_whole_characters_and_concatenate_to_the_full_decode(text, cu
         assert all("\ufffd" not in piece for piece in out)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.binary(max_size=40), st.lists(st.integers(min_value=0), max_size=12))
 def test_invalid_bytes_decode_like_the_tokenizer(data, cuts):
     out, _ = _stream(_chunks(data, cuts))
     assert "".join(out) == data.decode("utf-8", errors="replace")
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     st.text(alphabet="ab😀é\n", max_size=30),
     st.lists(st.text(alphabet="ab😀é\n", min_size=1, max_size=3), min_size=1, max_size=2),
