@@ -1,0 +1,244 @@
+"""The measured runs behind docs/lineage.md, kept runnable so that anyone can reproduce them.
+
+    python -m scratchllm.lineage.experiments seq2seq --out docs/lineage
+    python -m scratchllm.lineage.experiments compare --data PATH/tinyshakespeare.txt --out docs/lineage
+
+`seq2seq`: the RNN with attention and the encoder-decoder Transformer on every synthetic task,
+same batches and held-out pairs, steps until >= 95% exact match; an attention heatmap PNG.
+`compare`: Word2Vec vectors and a small GPT's input embeddings, trained on the same corpus with
+the same word-level tokenizer and training loop; nearest neighbours of the same words, a PCA plot.
+Both print Markdown tables. One intra-op thread: on a small shared CPU it is the fastest setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from scratchllm.lineage.rnn_attention import RNNSeq2Seq, RNNSeq2SeqConfig, save_attention_heatmap
+from scratchllm.lineage.seq2seq import Seq2SeqConfig, Seq2SeqTransformer
+from scratchllm.lineage.tasks import TASKS, collate, strip_output, train_seq2seq
+from scratchllm.lineage.word2vec import (
+    WordVectors,
+    default_train_config,
+    special_ids,
+    train_word2vec,
+)
+from scratchllm.train.config import TrainConfig
+
+COMPARE_WORDS = ("king", "queen", "thou", "she", "romeo", "lord", "love", "death", "good", "three")
+
+
+def _seq2seq_train_config(lr: float, max_steps: int) -> TrainConfig:
+    return TrainConfig(
+        max_steps=max_steps,
+        batch_size=64,
+        lr=lr,
+        min_lr=lr / 10,
+        warmup_steps=50,
+        weight_decay=0.0,
+        eval_interval=10**9,
+        log_interval=10**6,
+        device="cpu",
+    )
+
+
+def _models(task: Any) -> dict[str, torch.nn.Module]:
+    """Both models at a similar size (~0.2M parameters)."""
+    v_src, v_tgt = task.src_vocab_size, task.tgt_vocab_size
+    transformer = Seq2SeqTransformer(
+        Seq2SeqConfig(v_src, v_tgt, 16, 16, n_embd=64, n_head=4, n_enc_layer=2, n_dec_layer=2)
+    )
+    rnn = RNNSeq2Seq(RNNSeq2SeqConfig(v_src, v_tgt))
+    return {"GRU + additive attention": rnn, "encoder-decoder Transformer": transformer}
+
+
+def run_seq2seq(
+    out: Path, max_steps: int, eval_every: int, lrs: list[float]
+) -> list[dict[str, Any]]:
+    """Every task x model x learning rate (same seeds, batches and held-out pairs)."""
+    rows = []
+    for name in TASKS:
+        task = TASKS[name]()
+        for label, lr in [(label, lr) for label in _models(task) for lr in lrs]:
+            torch.manual_seed(0)
+            model = _models(task)[label]
+            report = train_seq2seq(
+                model, task, _seq2seq_train_config(lr, max_steps), eval_every=eval_every
+            )
+            n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+            rows.append(
+                dict(
+                    task=name,
+                    model=label,
+                    params=n_params,
+                    lr=lr,
+                    steps=report.reached_target_at,
+                    seconds=round(report.seconds, 1),
+                    accuracy=report.accuracy,
+                )
+            )
+            print(json.dumps(rows[-1]), flush=True)
+            if isinstance(model, RNNSeq2Seq) and name == "translate" and lr == lrs[-1]:
+                _heatmap(model, task, out / "rnn_attention_translate.png")
+    return rows
+
+
+def _heatmap(model: RNNSeq2Seq, task: Any, path: Path) -> None:
+    src_ids, _ = next(p for p in task.sample(50, seed=123) if len(p[0]) == 5)
+    src, mask, _, _ = collate([(src_ids, [])])
+    out = model.generate(src, mask, 8)
+    tokens = strip_output(out.tokens[0].tolist())
+    weights = out.attention[0, : len(tokens) + 1]  # the [EOS] step too
+    labels = [task.tgt_tokens[i] for i in tokens] + ["[EOS]"]
+    save_attention_heatmap(
+        weights,
+        [task.src_tokens[i] for i in src_ids],
+        labels,
+        path,
+        title="GRU attention: source word order -> target word order",
+    )
+
+
+def _gpt_embeddings(texts: list[str], tokenizer: Any, steps: int) -> WordVectors:
+    """A small GPT trained briefly on the corpus; its input embedding table as word vectors."""
+    from scratchllm.data.loaders import EpochLoader
+    from scratchllm.data.windows import WindowDataset
+    from scratchllm.model import GPTModel, ModelConfig
+    from scratchllm.train.loop import Trainer
+
+    ids = np.concatenate([np.asarray(tokenizer.encode_ordinary(t), dtype=np.int64) for t in texts])
+    cfg = ModelConfig(
+        vocab_size=tokenizer.vocab_size, context_length=64, n_embd=128, n_layer=4, n_head=4
+    )
+    torch.manual_seed(0)
+    model = GPTModel(cfg)
+    train = TrainConfig(
+        max_steps=steps,
+        batch_size=32,
+        lr=2e-3,
+        min_lr=2e-4,
+        warmup_steps=50,
+        eval_interval=10**9,
+        log_interval=100,
+        device="cpu",
+    )
+    loader = EpochLoader(WindowDataset(ids, 64, 64), train.batch_size, seed=0)
+    result = Trainer(model, train, loader, None, progress=False).fit()
+    print(f"GPT: {steps} steps, {result.seconds:.0f} s, final train loss {result.train_loss:.3f}")
+    return WordVectors.from_embedding(model.embed.wte.weight, tokenizer, special_ids(tokenizer))
+
+
+def _pca_plot(spaces: dict[str, WordVectors], words: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(spaces), figsize=(12, 5.5), dpi=100)
+    for ax, (title, wv) in zip(axes, spaces.items(), strict=True):
+        x = np.stack([wv.unit[wv.lookup(w)] for w in words])
+        x = x - x.mean(0)
+        xy = x @ np.linalg.svd(x, full_matrices=False)[2][:2].T  # first two principal axes
+        ax.scatter(xy[:, 0], xy[:, 1], s=12)
+        for (px, py), w in zip(xy, words, strict=True):
+            ax.annotate(w, (px, py), fontsize=8)
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def run_compare(data: str, out: Path, w2v_steps: int, gpt_steps: int) -> None:
+    from scratchllm.data.sources import read_text_sources
+
+    texts = [doc.text for doc in read_text_sources(data)]
+    start = time.perf_counter()
+    w2v = train_word2vec(
+        texts, min_count=5, dim=128, train=default_train_config(max_steps=w2v_steps, device="cpu")
+    )
+    print(
+        f"word2vec: {w2v_steps} steps, {time.perf_counter() - start:.0f} s, "
+        f"{len(w2v.vectors)} words, final loss {w2v.result.train_loss:.3f}"
+    )
+    gpt = _gpt_embeddings(texts, w2v.tokenizer, gpt_steps)
+    print("\n| word | Word2Vec (skip-gram) | GPT input embeddings |\n|---|---|---|")
+    for word in COMPARE_WORDS:
+        cells = [
+            ", ".join(f"{w} {s:.2f}" for w, s in wv.neighbours(word, 6))
+            for wv in (w2v.vectors, gpt)
+        ]
+        print(f"| {word} | {cells[0]} | {cells[1]} |")
+    groups = [
+        "king",
+        "queen",
+        "duke",
+        "lord",
+        "prince",
+        "romeo",
+        "juliet",
+        "warwick",
+        "thou",
+        "thee",
+        "he",
+        "she",
+        "they",
+        "one",
+        "two",
+        "three",
+        "ten",
+        "love",
+        "hate",
+        "death",
+        "life",
+        "good",
+        "bad",
+        "sweet",
+        "gentle",
+    ]
+    _pca_plot(
+        {"Word2Vec": w2v.vectors, "GPT input embeddings": gpt}, groups, out / "compare_pca.png"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="what", required=True)
+    p = sub.add_parser("seq2seq", help="RNN vs Transformer on the synthetic tasks")
+    p.add_argument("--out", default="docs/lineage")
+    p.add_argument("--max-steps", type=int, default=3000)
+    p.add_argument("--eval-every", type=int, default=25)
+    p.add_argument("--lrs", default="1e-3,3e-3", help="peak learning rates to try, comma-separated")
+    c = sub.add_parser("compare", help="Word2Vec vs GPT input embeddings")
+    c.add_argument("--data", required=True)
+    c.add_argument("--out", default="docs/lineage")
+    c.add_argument("--w2v-steps", type=int, default=3000)
+    c.add_argument("--gpt-steps", type=int, default=1500)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"# {time.strftime('%Y-%m-%d')} {platform.machine()} torch {torch.__version__}, 1 thread")
+    if args.what == "seq2seq":
+        lrs = [float(x) for x in args.lrs.split(",")]
+        rows = run_seq2seq(out, args.max_steps, args.eval_every, lrs)
+        print("\n| task | model | params | lr | steps to 95% | seconds | exact match |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(
+                f"| {r['task']} | {r['model']} | {r['params']:,} | {r['lr']:g} | {r['steps']} | "
+                f"{r['seconds']} | {100 * r['accuracy']:.1f}% |"
+            )
+    else:
+        run_compare(args.data, out, args.w2v_steps, args.gpt_steps)
+
+
+if __name__ == "__main__":
+    main()
