@@ -30,6 +30,8 @@ COMMAND_MODULES = [
     "lora",
     "serve",
     "embed",
+    "inspect",
+    "plot",
 ]
 
 
