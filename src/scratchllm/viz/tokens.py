@@ -84,7 +84,7 @@ def plot_tokens(
     ids, pieces, joins = token_pieces(tokenizer, text)
     boxes = layout(ids, pieces, width=width, gap=0 if joins else 1)
     rows = max(b.row for b in boxes) + 1
-    cols = max(max(b.col + len(b.text) for b in boxes), 20)
+    cols = width  # the image is always ``width`` columns wide
     plt = pyplot()
     fig_w = cols * CELL_W + 2 * MARGIN
     fig_h = rows * ROW_H + 2 * MARGIN + 0.3
