@@ -29,8 +29,14 @@ def build_hf(cfg):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     hf_cfg = GPT2Config(
-        vocab_size=cfg.vocab_size, n_positions=cfg.context_length, n_embd=cfg.n_embd,
-        n_layer=cfg.n_layer, n_head=cfg.n_head, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        vocab_size=cfg.vocab_size,
+        n_positions=cfg.context_length,
+        n_embd=cfg.n_embd,
+        n_layer=cfg.n_layer,
+        n_head=cfg.n_head,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
         tie_word_embeddings=True,
     )
     hf_cfg._attn_implementation = "sdpa"
@@ -80,7 +86,9 @@ def main() -> None:
     contenders = {
         "transformers GPT2LMHeadModel": (hf_step, hf, torch.optim.AdamW(hf.parameters(), lr=1e-4)),
         "scratchllm GPTModel": (
-            ours_step, ours, torch.optim.AdamW(ours.parameters(), lr=1e-4, fused=True)
+            ours_step,
+            ours,
+            torch.optim.AdamW(ours.parameters(), lr=1e-4, fused=True),
         ),
     }
     if args.compile:
@@ -95,8 +103,10 @@ def main() -> None:
             times[name].append(time_steps(step, model, opt, x, y, args.steps))
     tokens = args.batch * args.context
     base = tokens / statistics.median(times["transformers GPT2LMHeadModel"])
-    print(f"{args.preset}, batch {args.batch}, context {args.context}, fp32, "
-          f"{torch.get_num_threads()} threads, median of {args.reps}x{args.steps} steps")
+    print(
+        f"{args.preset}, batch {args.batch}, context {args.context}, fp32, "
+        f"{torch.get_num_threads()} threads, median of {args.reps}x{args.steps} steps"
+    )
     print(f"| {'model':<32} | {'tokens/s':>10} | {'ratio':>6} |")
     print(f"|{'-' * 34}|{'-' * 12}|{'-' * 8}|")
     for name, ts in times.items():
