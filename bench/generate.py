@@ -109,7 +109,13 @@ def main() -> None:
 
     def hf_run(tokens: int):
         with torch.no_grad():
-            return hf.generate(x, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False)
+            return hf.generate(
+                x,
+                attention_mask=torch.ones_like(x),  # else HF masks every id equal to pad_token_id
+                max_new_tokens=tokens,
+                min_new_tokens=tokens,
+                do_sample=False,
+            )
 
     print(
         f"{args.size} (random weights), batch 1, {len(prompt)}-token prompt, {n} new tokens, "

@@ -109,7 +109,14 @@ def main() -> None:
 
                 def run_hf(kw=kw, x=x) -> None:
                     with torch.no_grad():
-                        hf.generate(x, max_new_tokens=n, min_new_tokens=n, do_sample=False, **kw)
+                        hf.generate(
+                            x,
+                            attention_mask=torch.ones_like(x),
+                            max_new_tokens=n,
+                            min_new_tokens=n,
+                            do_sample=False,
+                            **kw,
+                        )
 
                 rows.append(
                     (f"transformers ({cache} cache)", b * n / timed(run_hf, args.reps, device))

@@ -38,7 +38,7 @@ def test_emoji_split_over_tokens_waits_for_its_last_byte():
     assert out == ["a", "", "😀", "b", ""]
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.text(), st.lists(st.integers(min_value=0), max_size=12))
 def test_pieces_are_whole_characters_and_concatenate_to_the_full_decode(text, cuts):
     data = text.encode("utf-8", errors="surrogatepass")
@@ -50,25 +50,34 @@ def test_pieces_are_whole_characters_and_concatenate_to_the_full_decode(text, cu
         assert all("\ufffd" not in piece for piece in out)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(st.binary(max_size=40), st.lists(st.integers(min_value=0), max_size=12))
 def test_invalid_bytes_decode_like_the_tokenizer(data, cuts):
     out, _ = _stream(_chunks(data, cuts))
     assert "".join(out) == data.decode("utf-8", errors="replace")
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     st.text(alphabet="ab😀é\n", max_size=30),
     st.lists(st.text(alphabet="ab😀é\n", min_size=1, max_size=3), min_size=1, max_size=2),
     st.lists(st.integers(min_value=0), max_size=12),
 )
 def test_stop_strings_cut_the_text_before_the_first_one(text, stops, cuts):
-    out, stream = _stream(_chunks(text.encode(), cuts), stops)
-    found = [i for i in (text.find(s) for s in stops) if i >= 0]
-    expected = text[: min(found)] if found else text
+    pieces = _chunks(text.encode(), cuts)
+    out, stream = _stream(pieces, stops)
+    # Generation ends at the first token after which a stop string is in the text: the text is
+    # cut at the earliest stop string present at that point.
+    expected, stopped, seen = text, False, b""
+    for piece in pieces:
+        seen += piece
+        so_far = seen.decode("utf-8", errors="ignore")  # whole characters only
+        found = [i for i in (so_far.find(s) for s in stops) if i >= 0]
+        if found:
+            expected, stopped = so_far[: min(found)], True
+            break
     assert "".join(out) == expected == stream.text
-    assert stream.stopped == bool(found)
+    assert stream.stopped == stopped
     # no piece ever showed text a stop string later took back: every prefix is final
     shown = ""
     for piece in out:
