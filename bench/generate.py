@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+DEFAULT_VARIANTS = "fp32,bf16,int8"  # bf16 is skipped by default on CPUs without AVX-512
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SIZES = {  # transformers GPT2Config fields
     "gpt2-small": dict(n_embd=768, n_layer=12, n_head=12, n_positions=1024, vocab_size=50257),
@@ -90,6 +91,7 @@ def main() -> None:
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--variants", default=DEFAULT_VARIANTS, help="of fp32,bf16,int8")
     ap.add_argument("--eval-windows", type=int, default=2, help="256-token windows for perplexity")
     args = ap.parse_args()
 
@@ -101,11 +103,17 @@ def main() -> None:
     prompt = held_out[: args.prompt_tokens]
     n = args.new_tokens
     x = torch.tensor([prompt])
-    variants = {
-        "ours fp32": ours,
-        "ours bf16": _bf16(ours),
-        "ours int8": quantize_int8(ours),
+    wanted = args.variants.split(",")
+    no_bf16 = "avx512" not in torch.backends.cpu.get_cpu_capability().lower()
+    if no_bf16 and args.variants == DEFAULT_VARIANTS:
+        print("note: no AVX-512 here, so bf16 matmuls are emulated (slow): bf16 skipped")
+        wanted.remove("bf16")
+    builders = {
+        "fp32": lambda: ours,
+        "bf16": lambda: _bf16(ours),
+        "int8": lambda: quantize_int8(ours),
     }
+    variants = {f"ours {v}": builders[v]() for v in wanted}
 
     def hf_run(tokens: int):
         with torch.no_grad():
@@ -132,7 +140,7 @@ def main() -> None:
     print(f"{head} {'ratio':>7}", flush=True)
     print(f"{'transformers fp32':<18} {n / t_hf:>9.2f} {'':>12} {'':>11} {'':>9} {1:>6.2f}x")
     for name, model in variants.items():
-        ppl, kl, _ = quality(model, ref, ids, window) if name != "ours fp32" else (ppl32, 0, 0)
+        ppl, kl, _ = quality(model, ref, ids, window) if model is not ours else (ppl32, 0, 0)
         engine = Engine(model, tok)
         engine.generate([prompt], GREEDY, 2)  # warm-up
         t, done = median_seconds(lambda e=engine: e.generate([prompt], GREEDY, n), args.reps)
