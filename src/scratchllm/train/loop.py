@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from scratchllm.train import checkpoint as ckpt
 from scratchllm.train.config import TrainConfig
 from scratchllm.train.distributed import DistInfo, all_reduce_grads, mean_across_ranks, shard_batch
-from scratchllm.train.metrics import MetricsLog, flops_per_token, peak_tflops, plot_runs
+from scratchllm.train.metrics import MetricsLog, flops_per_token, peak_tflops
 from scratchllm.train.optim import build_optimizer, lr_at
 
 LossFn = Callable[[nn.Module, Any], tuple[torch.Tensor, int]]
@@ -369,7 +369,11 @@ class Trainer:
             if stopped in ("signal", "paused") or cfg.save_interval:
                 self.save()
             if self.metrics.records:
-                plot_runs([(self.run_dir.name, self.metrics.records)], self.run_dir / "loss.png")
+                from scratchllm.viz import plot_training
+
+                plot_training(
+                    [(self.run_dir.name, self.metrics.records)], self.run_dir / "loss.png"
+                )
         train_losses = [r["loss"] for r in self.metrics.records if "loss" in r]
         return TrainResult(
             step=self.step,

@@ -1,10 +1,8 @@
-"""Metrics: JSON Lines records, loss / learning-rate plots as PNG, FLOPs and MFU."""
+"""Metrics: JSON Lines records, FLOPs and MFU (plots: ``scratchllm.viz.plot_training``)."""
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -80,45 +78,3 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError:
             continue
     return records
-
-
-def _series(records: Iterable[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
-    pairs = [(r["step"], r[key]) for r in records if key in r and r[key] is not None]
-    pairs = [(s, v) for s, v in pairs if math.isfinite(v)]
-    return [p[0] for p in pairs], [p[1] for p in pairs]
-
-
-def plot_runs(
-    runs: Sequence[tuple[str, Sequence[dict[str, Any]]]],
-    out: str | Path,
-    title: str = "Training curves",
-) -> Path:
-    """Loss (train and validation) and learning rate against step, one line per run, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
-    for label, records in runs:
-        prefix = f"{label}: " if len(runs) > 1 else ""
-        steps, loss = _series(records, "loss")
-        if steps:
-            ax_loss.plot(steps, loss, label=f"{prefix}train", alpha=0.8)
-        steps, val = _series(records, "val_loss")
-        if steps:
-            ax_loss.plot(steps, val, "o-", label=f"{prefix}validation")
-        steps, lr = _series(records, "lr")
-        if steps:
-            ax_lr.plot(steps, lr, label=label)
-    ax_loss.set(xlabel="step", ylabel="cross-entropy (nats/token)", title=title)
-    ax_loss.grid(alpha=0.3)
-    ax_loss.legend()
-    ax_lr.set(xlabel="step", ylabel="learning rate", title="Learning rate")
-    ax_lr.grid(alpha=0.3)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
-    plt.close(fig)
-    return out
