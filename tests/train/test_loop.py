@@ -85,3 +85,19 @@ def test_non_finite_steps_are_skipped_then_stop(tmp_path):
 def test_unigram_cross_entropy_of_uniform_tokens_is_log_vocab():
     ids = np.arange(100).repeat(50)
     assert unigram_cross_entropy(ids, ids, 100) == pytest.approx(math.log(100))
+
+
+def test_each_evaluation_logs_a_generated_sample(tmp_path):
+    trainer = _trainer(tmp_path, steps=20)
+    seen = []
+
+    def sample(model):
+        assert not model.training  # generation runs in eval mode
+        seen.append(trainer.step)
+        return f"text at {trainer.step}"
+
+    trainer.sample = sample
+    trainer.fit()
+    assert seen == [10, 20] and trainer.model.training
+    samples = [r for r in trainer.metrics.records if "sample" in r]
+    assert [r["sample"] for r in samples] == ["text at 10", "text at 20"]

@@ -185,6 +185,7 @@ def run_job(job: Job, progress: bool = True, log=print):
     from scratchllm.train.distributed import device_for, init_distributed
     from scratchllm.train.loop import Trainer
     from scratchllm.train.objectives import MaskedLM, masked_lm_loss, next_token_loss
+    from scratchllm.train.pretrain import sampler
 
     seed = int(job.train.get("seed", 1337))
     info = init_distributed(str(job.train.get("device", "auto")))
@@ -231,6 +232,7 @@ def run_job(job: Job, progress: bool = True, log=print):
         loss_fn=loss_fn,
         progress=progress,
         dist=info,
+        sample=None if job.objective == "masked" else sampler(tokenizer, "", 32, seed),
     )
     resume = latest_checkpoint(run_dir) if job.resume == "auto" else job.resume
     if resume:

@@ -145,6 +145,7 @@ def pretrain(
         lambda: iter(_one_epoch(val_loader)),
         run_dir=run_dir,
         progress=progress,
+        sample=sampler(tokenizer, prompts[0] if prompts else "", sample_tokens, train_cfg.seed),
     )
     result = trainer.fit()
     model = trainer.model.eval()
@@ -178,6 +179,18 @@ def pretrain(
         },
     )
     return report
+
+
+def sampler(tokenizer: Any, prompt: str, max_new_tokens: int, seed: int):
+    """A Trainer ``sample`` callback: a short seeded continuation of ``prompt``."""
+    from scratchllm.generate import SamplingConfig, complete
+
+    sampling = SamplingConfig(temperature=0.8, top_k=40)
+
+    def sample(model) -> str:
+        return prompt + complete(model, tokenizer, prompt, max_new_tokens, sampling, seed=seed)
+
+    return sample
 
 
 def _one_epoch(loader: EpochLoader):
