@@ -102,7 +102,7 @@ def test_train_then_generate_end_to_end(tmp_path, capsys):
             "--seed",
             "3",
             "--max-new-tokens",
-            "12",
+            "8",
         ]
     )
     first = capsys.readouterr().out
@@ -117,10 +117,15 @@ def test_train_then_generate_end_to_end(tmp_path, capsys):
             "--seed",
             "3",
             "--max-new-tokens",
-            "12",
+            "8",
         ]
     )
     assert capsys.readouterr().out == first  # same seed, same text
+    # past the 16-token context: an error by default, a sliding window on request
+    too_long = ["generate", "--run", str(run), "--prompt", "The quick", "--max-new-tokens", "40"]
+    assert main(too_long) == 2
+    assert "context" in capsys.readouterr().err
+    assert main([*too_long, "--overflow", "slide", "--seed", "1"]) == 0
 
 
 def _run_cli(*args):

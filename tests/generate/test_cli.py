@@ -45,11 +45,11 @@ def test_generate_invalid_sampling_is_a_one_line_error(run_dir, capsys, flag, va
     assert code == 2 and field in err and len(err.strip().splitlines()) == 1
 
 
-def test_generate_beyond_context_slides_unless_told_to_refuse(run_dir, capsys, model):
+def test_generate_beyond_context_refuses_unless_told_to_slide(run_dir, capsys, model):
     n = str(model.cfg.context_length + 10)
     args = ["generate", "--run", str(run_dir), "--prompt", "x", "--max-new-tokens", n]
-    assert main(args + ["--overflow", "error"]) == 2 and "context" in capsys.readouterr().err
-    assert main(args) == 0
+    assert main(args) == 2 and "context" in capsys.readouterr().err
+    assert main(args + ["--overflow", "slide"]) == 0
 
 
 def test_chat_reads_stdin_streams_and_handles_commands(run_dir, capsys, monkeypatch):

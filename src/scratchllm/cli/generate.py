@@ -67,10 +67,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--overflow",
         choices=("error", "slide"),
-        default="slide",
+        default="error",
         help=(
-            "past the context: slide the window (default here, as a continuation should not "
-            "fail) or refuse with an error (the library default)"
+            "when prompt + new tokens exceed the model's context: refuse with an error "
+            "(default) or slide the window over the most recent tokens"
         ),
     )
     p.add_argument(
