@@ -41,6 +41,10 @@ class TrainConfig:
         "auto"  # autocast dtype: "auto" (bf16 on cuda, fp32 elsewhere), "float32", "bfloat16"
     )
     compile: bool = False  # torch.compile the model
+    # Under torchrun: "ddp" keeps a full copy per rank and averages gradients; "fsdp" shards
+    # parameters, gradients and optimizer state over the ranks (FSDP2, for models that do not
+    # fit one GPU). Alone (one process) both are plain training.
+    parallel: str = "ddp"
     seed: int = 1337
 
     def __post_init__(self) -> None:
@@ -65,6 +69,8 @@ class TrainConfig:
             raise ConfigError(
                 f"TrainConfig.dtype must be auto/float32/bfloat16, got {self.dtype!r}"
             )
+        if self.parallel not in ("ddp", "fsdp"):
+            raise ConfigError(f"TrainConfig.parallel must be ddp/fsdp, got {self.parallel!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -123,3 +123,125 @@ def mean_across_ranks(value: float, info: DistInfo, device: torch.device) -> flo
     t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return float(t.item()) / info.world_size
+
+
+# ------------------------------------------------------------------------------------------ FSDP
+#
+# With ``TrainConfig.parallel = "fsdp"`` each transformer block, then the root model, is wrapped
+# with FSDP2 (``fully_shard``): every rank keeps 1/world_size of each parameter, gradient and
+# optimizer state, gathers a block's full weights just before using it, and reduce-scatters (and
+# averages) the gradients itself, so ``all_reduce_grads`` is skipped. Checkpoints gather the full
+# state on rank 0 and are written in the single-process format, with optimizer state keyed by
+# position like ``optimizer.state_dict()``: either kind of run resumes from the other's checkpoint.
+
+
+def tied_names(model: nn.Module) -> dict[str, str]:
+    """Each tied parameter's second name -> its first name (e.g. lm_head.weight -> wte.weight)."""
+    first: dict[int, str] = {}
+    twins = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            twins[name] = first[id(p)]
+        else:
+            first[id(p)] = name
+    return twins
+
+
+def apply_fsdp(model: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
+    """Shard ``model`` (already on ``device``) over all ranks: each block, then the root."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    from scratchllm.errors import ConfigError
+
+    if not dist.is_initialized():
+        raise ConfigError(
+            "TrainConfig.parallel='fsdp' needs a process group (launch with torchrun)"
+        )
+    blocks = getattr(model, "blocks", None)
+    if blocks is None:
+        raise ConfigError(
+            f"TrainConfig.parallel='fsdp' shards models with a .blocks list; "
+            f"{type(model).__name__} has none"
+        )
+    mesh = init_device_mesh(device.type, (info.world_size,))
+    for block in blocks:
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def _full_options():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def _param_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """The name of every optimizer parameter, in ``optimizer.state_dict()`` order."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+
+
+def full_model_state(model: nn.Module, twins: dict[str, str]) -> dict[str, torch.Tensor]:
+    """The unsharded weights on the CPU of rank 0 (empty on other ranks). Collective."""
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+    state = get_model_state_dict(model, options=_full_options())
+    for twin, name in twins.items():  # one tensor for tied names, as model.state_dict() gives
+        if twin in state and name in state:
+            state[twin] = state[name]
+    return state
+
+
+def full_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The unsharded optimizer state on rank 0, keyed like ``optimizer.state_dict()``. Collective."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    full = get_optimizer_state_dict(model, optimizer, options=_full_options())
+    if not full:
+        return {}
+    index = {name: i for i, name in enumerate(_param_names(model, optimizer))}
+    return {
+        "state": {index[name]: value for name, value in full["state"].items()},
+        "param_groups": [
+            {**group, "params": [index[name] for name in group["params"]]}
+            for group in full["param_groups"]
+        ],
+    }
+
+
+def load_full_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    weights: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any] | None,
+    twins: dict[str, str],
+) -> None:
+    """Load full (single-process format) weights and optimizer state into a sharded model.
+
+    Every rank passes the whole state (each reads the checkpoint) and keeps its own shard.
+    """
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True)
+    weights = dict(weights)
+    for twin, name in twins.items():  # a tied tensor is stored once
+        if twin not in weights and name in weights:
+            weights[twin] = weights[name]
+    set_model_state_dict(model, weights, options=options)
+    if optimizer is None or optimizer_state is None:
+        return
+    names = _param_names(model, optimizer)
+    full = {
+        "state": {names[int(i)]: value for i, value in optimizer_state["state"].items()},
+        "param_groups": [
+            {**group, "params": [names[int(i)] for i in group["params"]]}
+            for group in optimizer_state["param_groups"]
+        ],
+    }
+    set_optimizer_state_dict(model, optimizer, full, options=options)

@@ -19,12 +19,23 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from scratchllm.train import checkpoint as ckpt
 from scratchllm.train.config import TrainConfig
-from scratchllm.train.distributed import DistInfo, all_reduce_grads, mean_across_ranks, shard_batch
+from scratchllm.train.distributed import (
+    DistInfo,
+    all_reduce_grads,
+    apply_fsdp,
+    full_model_state,
+    full_optimizer_state,
+    load_full_state,
+    mean_across_ranks,
+    shard_batch,
+    tied_names,
+)
 from scratchllm.train.metrics import MetricsLog, flops_per_token, peak_tflops
 from scratchllm.train.optim import build_optimizer, lr_at
 
@@ -140,6 +151,16 @@ def evaluate(
     return total / max(count, 1)
 
 
+class _FullState:
+    """Stands in for a sharded model or optimizer in save_checkpoint: its gathered full state."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        self._state = state
+
+    def state_dict(self) -> dict[str, Any]:
+        return self._state
+
+
 class Trainer:
     """Runs ``cfg.max_steps`` optimizer steps of ``model`` on batches from ``train_loader``.
 
@@ -168,6 +189,12 @@ class Trainer:
         self.dist = dist or DistInfo()
         self.device = device or resolve_device(cfg.device)
         self.model = model.to(self.device)
+        # FSDP2 under torchrun (alone, "fsdp" is plain training): shard before the optimizer.
+        self.fsdp = cfg.parallel == "fsdp" and self.dist.enabled
+        self._model_class = type(model)
+        self._twins = tied_names(model)
+        if self.fsdp:
+            apply_fsdp(self.model, self.dist, self.device)
         self.train_loader = train_loader
         self.val_batches = val_batches
         self.loss_fn = loss_fn
@@ -176,6 +203,7 @@ class Trainer:
         self.progress = progress and self.dist.is_main
         # Only the main process writes: metrics, plots and checkpoints.
         self.run_dir = Path(run_dir) if run_dir and self.dist.is_main else None
+        self._saves = bool(run_dir)  # on every rank: FSDP saves need all ranks to gather
         self.amp_dtype = autocast_dtype(cfg, self.device)
         self.optimizer = build_optimizer(self.model, cfg, self.device)
         self.forward_model = torch.compile(self.model) if cfg.compile else self.model
@@ -208,24 +236,55 @@ class Trainer:
         }
 
     def save(self) -> Path | None:
+        """Write a step checkpoint (rank 0). Under FSDP every rank must call it (it gathers)."""
+        model, optimizer = self.model, self.optimizer
+        if self.fsdp and self._saves:
+            model = _FullState(full_model_state(self.model, self._twins))
+            optimizer = _FullState(full_optimizer_state(self.model, self.optimizer))
         if self.run_dir is None:
             return None
         path = self.run_dir / "checkpoints" / f"step-{self.step:07d}"
         if (path / ckpt.MANIFEST_FILE).exists():  # this step is already saved
             return path
-        ckpt.save_checkpoint(path, self.model, self.optimizer, self.state())
+        ckpt.save_checkpoint(path, model, optimizer, self.state())
         ckpt.prune_checkpoints(self.run_dir, self.cfg.keep_last)
         return path
 
     def resume(self, directory: str | Path) -> None:
         """Continue exactly where a checkpoint left off (weights, optimizer, RNG, loader)."""
-        state = ckpt.load_checkpoint(directory, self.model, self.optimizer)
+        if self.fsdp:  # every rank reads the full checkpoint and keeps its shard
+            directory = Path(directory)
+            ckpt.verify_checkpoint(directory)
+            weights = load_file(directory / ckpt.WEIGHTS_FILE, device="cpu")
+            opt_state = torch.load(
+                directory / "optimizer.pt", map_location="cpu", weights_only=True
+            )
+            load_full_state(self.model, self.optimizer, weights, opt_state, self._twins)
+            state = ckpt.read_json(directory / "state.json")
+        else:
+            state = ckpt.load_checkpoint(directory, self.model, self.optimizer)
         self.step, self.tokens = state["step"], state["tokens"]
         self.best_val, self.skipped_steps = state["best_val"], state.get("skipped_steps", 0)
         if state.get("loader") is not None:
             self.train_loader.load_state_dict(state["loader"])
         _set_rng_state(state["rng"])
         self.metrics.truncate_after(self.step)
+
+    def unsharded_model(self) -> nn.Module | None:
+        """The model with full tensors, for ``save_run``: ``self.model`` unless under FSDP.
+
+        Under FSDP this is collective (every rank must call it); rank 0 gets an unsharded copy on
+        the CPU, the other ranks None.
+        """
+        if not self.fsdp:
+            return self.model
+        state = full_model_state(self.model, self._twins)
+        if not self.dist.is_main:
+            return None
+        with torch.random.fork_rng(devices=[]):
+            plain = self._model_class(self.model.cfg)
+        plain.load_state_dict(state)
+        return plain.train(self.model.training)
 
     # ------------------------------------------------------------------------------------ steps
 
@@ -251,9 +310,13 @@ class Trainer:
             loss, n = self._micro_step(next(batches))
             losses.append(loss)
             n_total += n
-        all_reduce_grads(self.model, self.dist)
+        if not self.fsdp:  # FSDP has already reduce-scattered (and averaged) the gradients
+            all_reduce_grads(self.model, self.dist)
         clip = self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+        if hasattr(norm, "full_tensor"):  # sharded gradients: the norm is a replicated DTensor
+            norm = norm.full_tensor()
+        grad_norm = float(norm)
         mean_loss = mean_across_ranks(sum(losses) / len(losses), self.dist, self.device)
         n_total *= self.dist.world_size
         if not (math.isfinite(mean_loss) and math.isfinite(grad_norm)):
@@ -286,10 +349,12 @@ class Trainer:
             self.best_val = val
         if self.on_eval:
             self.on_eval(self.step, val)
-        if self.sample is not None and self.dist.is_main:
+        # Under FSDP every rank must run the forward passes of sampling; only rank 0 logs.
+        if self.sample is not None and (self.dist.is_main or self.fsdp):
             was_training = self.model.training
             text = self.sample(self.model.eval())
             self.model.train(was_training)
+        if self.sample is not None and self.dist.is_main:
             self.metrics.write({"step": self.step, "sample": text})
             if self.progress:
                 tqdm.write(f"[step {self.step}] val {val:.3f} | {text!r}")
@@ -374,9 +439,9 @@ class Trainer:
                 if self.step < cfg.max_steps:
                     stopped = "paused"
         bar.close()
+        if self._saves and (stopped in ("signal", "paused") or cfg.save_interval):
+            self.save()
         if self.run_dir is not None:
-            if stopped in ("signal", "paused") or cfg.save_interval:
-                self.save()
             if self.metrics.records:
                 from scratchllm.viz import plot_training
 
