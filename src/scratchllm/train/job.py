@@ -240,8 +240,9 @@ def run_job(job: Job, progress: bool = True, log=print):
         trainer.resume(resume)
         log(f"resumed from {resume} at step {trainer.step}")
     result = trainer.fit()
+    final_model = trainer.unsharded_model()  # collective under FSDP: every rank must call it
     if info.is_main:
-        save_run(run_dir, trainer.model, model_cfg, tokenizer)
+        save_run(run_dir, final_model, model_cfg, tokenizer)
     return result
 
 
