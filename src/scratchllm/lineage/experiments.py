@@ -36,13 +36,13 @@ from scratchllm.train.config import TrainConfig
 COMPARE_WORDS = ("king", "queen", "thou", "she", "romeo", "lord", "love", "death", "good", "three")
 
 
-def _seq2seq_train_config(lr: float, max_steps: int) -> TrainConfig:
+def _seq2seq_train_config(lr: float, max_steps: int, warmup: int = 50) -> TrainConfig:
     return TrainConfig(
         max_steps=max_steps,
         batch_size=64,
         lr=lr,
         min_lr=lr / 10,
-        warmup_steps=50,
+        warmup_steps=warmup,
         weight_decay=0.0,
         eval_interval=10**9,
         log_interval=10**6,
@@ -53,30 +53,58 @@ def _seq2seq_train_config(lr: float, max_steps: int) -> TrainConfig:
 def _models(task: Any) -> dict[str, torch.nn.Module]:
     """Both models at a similar size (~0.2M parameters)."""
     v_src, v_tgt = task.src_vocab_size, task.tgt_vocab_size
+    src_len, tgt_len = max(16, task.max_src_len), max(16, task.max_tgt_len + 2)
     transformer = Seq2SeqTransformer(
-        Seq2SeqConfig(v_src, v_tgt, 16, 16, n_embd=64, n_head=4, n_enc_layer=2, n_dec_layer=2)
+        Seq2SeqConfig(
+            v_src, v_tgt, src_len, tgt_len, n_embd=64, n_head=4, n_enc_layer=2, n_dec_layer=2
+        )
     )
     rnn = RNNSeq2Seq(RNNSeq2SeqConfig(v_src, v_tgt))
     return {"GRU + additive attention": rnn, "encoder-decoder Transformer": transformer}
 
 
+def make_task(name: str, min_len: int | None = None, max_len: int | None = None) -> Any:
+    """A shipped task; `min_len` / `max_len` set the source length of reverse and sort (the toy
+    translation has a fixed grammar, so its lengths cannot change)."""
+    if name not in TASKS:
+        raise SystemExit(f"unknown task {name!r}; known: {', '.join(TASKS)}")
+    lengths = {k: v for k, v in (("min_len", min_len), ("max_len", max_len)) if v is not None}
+    if lengths and name in ("reverse", "sort"):
+        return TASKS[name](**lengths)
+    return TASKS[name]()
+
+
 def run_seq2seq(
-    out: Path, max_steps: int, eval_every: int, lrs: list[float]
+    out: Path,
+    max_steps: int,
+    eval_every: int,
+    lrs: list[float],
+    *,
+    tasks: list[str] | None = None,
+    min_len: int | None = None,
+    max_len: int | None = None,
+    warmup: int = 50,
+    heatmap: bool = True,
 ) -> list[dict[str, Any]]:
-    """Every task x model x learning rate (same seeds, batches and held-out pairs)."""
+    """Every task x model x learning rate (same seeds, batches, schedule and held-out pairs)."""
     rows = []
-    for name in TASKS:
-        task = TASKS[name]()
+    for name in tasks or list(TASKS):
+        task = make_task(name, min_len, max_len)
         for label, lr in [(label, lr) for label in _models(task) for lr in lrs]:
             torch.manual_seed(0)
             model = _models(task)[label]
             report = train_seq2seq(
-                model, task, _seq2seq_train_config(lr, max_steps), eval_every=eval_every
+                model,
+                task,
+                _seq2seq_train_config(lr, max_steps, warmup),
+                eval_every=eval_every,
+                target=0.95,
             )
             n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
             rows.append(
                 dict(
                     task=name,
+                    lengths="3-5" if name == "translate" else f"{min_len or 3}-{task.max_src_len}",
                     model=label,
                     params=n_params,
                     lr=lr,
@@ -86,7 +114,8 @@ def run_seq2seq(
                 )
             )
             print(json.dumps(rows[-1]), flush=True)
-            if isinstance(model, RNNSeq2Seq) and name == "translate" and lr == lrs[-1]:
+            last = heatmap and lr == lrs[-1]
+            if isinstance(model, RNNSeq2Seq) and name == "translate" and last:
                 _heatmap(model, task, out / "rnn_attention_translate.png")
     return rows
 
@@ -216,6 +245,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--max-steps", type=int, default=3000)
     p.add_argument("--eval-every", type=int, default=25)
     p.add_argument("--lrs", default="1e-3,3e-3", help="peak learning rates to try, comma-separated")
+    p.add_argument("--tasks", default=",".join(TASKS), help="tasks to run, comma-separated")
+    p.add_argument("--min-len", type=int, default=None, help="shortest source (reverse, sort)")
+    p.add_argument("--max-len", type=int, default=None, help="longest source (reverse, sort)")
+    p.add_argument("--warmup", type=int, default=50, help="linear warm-up steps (both models)")
+    p.add_argument("--no-heatmap", action="store_true", help="do not redraw the heatmap PNG")
     c = sub.add_parser("compare", help="Word2Vec vs GPT input embeddings")
     c.add_argument("--data", required=True)
     c.add_argument("--out", default="docs/lineage")
@@ -228,12 +262,23 @@ def main(argv: list[str] | None = None) -> None:
     print(f"# {time.strftime('%Y-%m-%d')} {platform.machine()} torch {torch.__version__}, 1 thread")
     if args.what == "seq2seq":
         lrs = [float(x) for x in args.lrs.split(",")]
-        rows = run_seq2seq(out, args.max_steps, args.eval_every, lrs)
-        print("\n| task | model | params | lr | steps to 95% | seconds | exact match |")
-        print("|---|---|---|---|---|---|---|")
+        rows = run_seq2seq(
+            out,
+            args.max_steps,
+            args.eval_every,
+            lrs,
+            tasks=args.tasks.split(","),
+            min_len=args.min_len,
+            max_len=args.max_len,
+            warmup=args.warmup,
+            heatmap=not args.no_heatmap,
+        )
+        print("\n| task | lengths | model | params | lr | steps to 95% | seconds | exact match |")
+        print("|---|---|---|---|---|---|---|---|")
         for r in rows:
             print(
-                f"| {r['task']} | {r['model']} | {r['params']:,} | {r['lr']:g} | {r['steps']} | "
+                f"| {r['task']} | {r['lengths']} | {r['model']} | {r['params']:,} | {r['lr']:g} | "
+                f"{r['steps']} | "
                 f"{r['seconds']} | {100 * r['accuracy']:.1f}% |"
             )
     else:

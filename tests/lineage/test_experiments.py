@@ -1,0 +1,40 @@
+"""The seq2seq sweep's plumbing: task lengths, model sizes and a tiny run (CPU-cheap)."""
+
+from __future__ import annotations
+
+import pytest
+
+from scratchllm.lineage.experiments import _models, make_task, run_seq2seq
+from scratchllm.lineage.tasks import collate
+
+
+def test_make_task_sets_lengths_of_reverse_and_sort_only():
+    for name in ("reverse", "sort"):
+        task = make_task(name, 12, 20)
+        assert task.max_src_len == 20
+        assert all(12 <= len(src) <= 20 for src, _ in task.sample(50, seed=0))
+    assert make_task("translate", 12, 20).max_src_len == 5  # fixed grammar
+    assert make_task("reverse").max_src_len == 8  # the shipped default
+    with pytest.raises(SystemExit, match="unknown task"):
+        make_task("nope")
+
+
+def test_both_models_fit_long_sequences_at_a_similar_size():
+    task = make_task("reverse", 12, 20)
+    src, mask, tgt_in, _ = collate(task.sample(4, seed=1))
+    sizes = {}
+    for label, model in _models(task).items():
+        logits = model(src, tgt_in, src_mask=mask)
+        assert logits.shape == (*tgt_in.shape, task.tgt_vocab_size)
+        assert model.greedy_decode(src, mask, task.max_tgt_len + 1).shape[0] == 4
+        sizes[label] = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    small, large = sorted(sizes.values())
+    assert large / small < 1.25  # comparable parameter counts
+
+
+def test_run_seq2seq_reports_every_model_and_lr(tmp_path):
+    rows = run_seq2seq(
+        tmp_path, 2, 1, [1e-3], tasks=["sort"], min_len=3, max_len=4, warmup=1, heatmap=False
+    )
+    assert [r["model"] for r in rows] == ["GRU + additive attention", "encoder-decoder Transformer"]
+    assert all(r["lengths"] == "3-4" and r["lr"] == 1e-3 for r in rows)
