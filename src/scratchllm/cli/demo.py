@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="runs/demo", help="run directory (default %(default)s)")
     add_model_args(p)
-    add_train_args(p, steps=1200)
+    add_train_args(p, steps=1000)
     p.set_defaults(func=run, max_minutes=7.0)
 
 
