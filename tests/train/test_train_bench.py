@@ -1,0 +1,22 @@
+"""The training benchmarks run (at a tiny size, on CPU) and print a table with a ratio column."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+@pytest.mark.parametrize(
+    "script,args", [("train.py", ["--tiny"]), ("gpu_train.py", ["--tiny", "--no-compile"])]
+)
+def test_training_benchmark_runs_tiny(script, args):
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert any("transformers" in r and "1.00x" in r for r in rows)
+    assert any(r.startswith("| scratchllm GPTModel") and r.rstrip().endswith("x |") for r in rows)
