@@ -32,7 +32,7 @@ from scratchllm.train.checkpoint import (
     WEIGHTS_FILE,
     atomic_write_json,
     load_weights,
-    read_json,
+    read_run_record,
     save_weights,
 )
 
@@ -192,7 +192,7 @@ def load_backbone(run_dir: str | Path) -> tuple[nn.Module, Any, str]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: base run directory not found")
-    record = _run_record(run_dir)
+    record = read_run_record(run_dir)
     arch = record.get("architecture", "GPTModel")
     if arch not in BACKBONES:
         raise CheckpointError(
@@ -202,20 +202,6 @@ def load_backbone(run_dir: str | Path) -> tuple[nn.Module, Any, str]:
     model = BACKBONES[arch](ModelConfig.from_dict(record["model"]))
     load_weights(model, run_dir / WEIGHTS_FILE)
     return model, load_tokenizer(run_dir), arch
-
-
-def _run_record(run_dir: Path) -> dict[str, Any]:
-    record = read_json(run_dir / CONFIG_FILE)
-    if not isinstance(record, dict) or record.get("format") != RUN_FORMAT:
-        raise CheckpointError(f"{run_dir / CONFIG_FILE}: not a scratchllm run config")
-    if record.get("version", 0) > RUN_VERSION:
-        raise CheckpointError(
-            f"{run_dir / CONFIG_FILE}: format version {record['version']} is newer than "
-            f"{RUN_VERSION}; upgrade scratchllm"
-        )
-    if "model" not in record:
-        raise CheckpointError(f"{run_dir / CONFIG_FILE}: field 'model' is missing")
-    return record
 
 
 def save_classifier(
@@ -288,7 +274,7 @@ def load_classifier(run_dir: str | Path, device: str | torch.device = "cpu") -> 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: classifier run directory not found")
-    record = _run_record(run_dir)
+    record = read_run_record(run_dir)
     if "classifier" not in record:
         arch = record.get("architecture", "GPTModel")
         raise CheckpointError(

@@ -277,6 +277,22 @@ def save_run(run_dir: str | Path, model: nn.Module, model_config: Any, tokenizer
     atomic_write_json(run_dir / CONFIG_FILE, record)
 
 
+def read_run_record(run_dir: str | Path) -> dict[str, Any]:
+    """The validated ``config.json`` record of a run directory (any architecture)."""
+    path = Path(run_dir) / CONFIG_FILE
+    record = read_json(path)
+    if not isinstance(record, dict) or record.get("format") != RUN_FORMAT:
+        raise CheckpointError(f"{path}: not a scratchllm run config")
+    if record.get("version", 0) > RUN_VERSION:
+        raise CheckpointError(
+            f"{path}: format version {record['version']} is newer than this "
+            f"scratchllm understands ({RUN_VERSION}); upgrade scratchllm"
+        )
+    if "model" not in record:
+        raise CheckpointError(f"{path}: field 'model' is missing")
+    return record
+
+
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     """Load a run directory written by :func:`save_run` (or by training)."""
     from scratchllm.model import EncoderModel, GPTModel, ModelConfig
@@ -285,16 +301,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: run directory not found")
-    record = read_json(run_dir / CONFIG_FILE)
-    if not isinstance(record, dict) or record.get("format") != RUN_FORMAT:
-        raise CheckpointError(f"{run_dir / CONFIG_FILE}: not a scratchllm run config")
-    if record.get("version", 0) > RUN_VERSION:
-        raise CheckpointError(
-            f"{run_dir / CONFIG_FILE}: format version {record['version']} is newer than this "
-            f"scratchllm understands ({RUN_VERSION}); upgrade scratchllm"
-        )
-    if "model" not in record:
-        raise CheckpointError(f"{run_dir / CONFIG_FILE}: field 'model' is missing")
+    record = read_run_record(run_dir)
     architecture = record.get("architecture", "GPTModel")
     builders = {"GPTModel": GPTModel, "EncoderModel": EncoderModel}
     if architecture not in builders:
