@@ -20,23 +20,7 @@ import torch.nn.functional as F
 
 from scratchllm.model import GPTModel, get_preset
 from scratchllm.train.metrics import flops_per_token, peak_tflops
-
-
-def hf_model(cfg):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    hf_cfg = GPT2Config(
-        vocab_size=cfg.vocab_size,
-        n_positions=cfg.context_length,
-        n_embd=cfg.n_embd,
-        n_layer=cfg.n_layer,
-        n_head=cfg.n_head,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-    )
-    hf_cfg._attn_implementation = "sdpa"
-    return GPT2LMHeadModel(hf_cfg)
+from train import build_hf  # bench/train.py: the same transformers GPT-2 for the same config
 
 
 def make_step(model, logits_of, device, amp_dtype):
@@ -83,7 +67,7 @@ def main() -> None:
     torch.manual_seed(0)
     cfg = get_preset(preset, context_length=args.context, dropout=0.0)
     ours = GPTModel(cfg).to(device)
-    theirs = hf_model(cfg).to(device)
+    theirs = build_hf(cfg).to(device)
     compile_ = (lambda m: m) if args.no_compile else torch.compile
     steps = {
         "transformers GPT2LMHeadModel": make_step(

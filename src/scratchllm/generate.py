@@ -8,40 +8,11 @@ from __future__ import annotations
 
 from torch import nn
 
-from scratchllm.generation import (
-    DEFAULT_SAMPLING,
-    GREEDY,
-    Completion,
-    ContextOverflowError,
-    DecodeBatch,
-    Engine,
-    Request,
-    SamplingConfig,
-    StepEvent,
-    TextStream,
-    TokenHistory,
-    generate,
-    left_pad,
-    sample_next_token,
-)
+from scratchllm import generation
+from scratchllm.generation import *  # noqa: F403  (the whole public generation API)
+from scratchllm.generation import DEFAULT_SAMPLING, Engine, SamplingConfig
 
-__all__ = [
-    "DEFAULT_SAMPLING",
-    "GREEDY",
-    "Completion",
-    "ContextOverflowError",
-    "DecodeBatch",
-    "Engine",
-    "Request",
-    "SamplingConfig",
-    "StepEvent",
-    "TextStream",
-    "TokenHistory",
-    "complete",
-    "generate",
-    "left_pad",
-    "sample_next_token",
-]
+__all__ = [*generation.__all__, "complete"]
 
 
 def complete(

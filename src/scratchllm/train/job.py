@@ -147,9 +147,9 @@ def build_tokenizer(spec: DataSpec, train_texts: list[str], run_dir: Path):
 
 def build_data(job: Job, seed: int):
     """(tokenizer, train ids or shard dir, validation ids) for a job."""
-    from scratchllm.data.encode import encode_documents
     from scratchllm.data.sources import read_text_sources, split_documents
     from scratchllm.tokenizer import load_tokenizer
+    from scratchllm.train.pretrain import split_ids
 
     run_dir = Path(job.out)
     if job.data.shards:
@@ -162,11 +162,8 @@ def build_data(job: Job, seed: int):
     docs = read_text_sources(job.data.path)
     train_docs, val_docs = split_documents(docs, job.data.val_fraction, seed=seed)
     tokenizer = build_tokenizer(job.data, [d.text for d in train_docs], run_dir)
-    train_ids = encode_documents(train_docs, tokenizer)
-    if val_docs:
-        return tokenizer, train_ids, encode_documents(val_docs, tokenizer)
-    cut = int(len(train_ids) * (1 - job.data.val_fraction))
-    return tokenizer, train_ids[:cut], train_ids[cut:]
+    train_ids, val_ids = split_ids(train_docs, val_docs, tokenizer, job.data.val_fraction)
+    return tokenizer, train_ids, val_ids
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:

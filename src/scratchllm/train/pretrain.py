@@ -58,13 +58,17 @@ def window_targets(dataset: WindowDataset) -> np.ndarray:
 
 
 def split_ids(
-    train_docs: Sequence[Document], val_docs: Sequence[Document], tokenizer: Any
+    train_docs: Sequence[Document],
+    val_docs: Sequence[Document],
+    tokenizer: Any,
+    token_val_fraction: float = TOKEN_SPLIT_VAL_FRACTION,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Token ids of both splits; with no validation documents, the last 10% of the train ids."""
+    """Token ids of both splits; with no validation documents, the last ``token_val_fraction``
+    of the train ids (a corpus of one document is split by tokens)."""
     train_ids = encode_documents(train_docs, tokenizer)
     if val_docs:
         return train_ids, encode_documents(val_docs, tokenizer)
-    cut = int(len(train_ids) * (1 - TOKEN_SPLIT_VAL_FRACTION))
+    cut = int(len(train_ids) * (1 - token_val_fraction))
     return train_ids[:cut], train_ids[cut:]
 
 
