@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from scratchllm.errors import ConfigError
 from scratchllm.model import GPTModel, KVCache, get_preset
 
 TOL = 1e-5  # float32, absolute
@@ -38,6 +39,21 @@ def test_scaled_residual_init():
     assert abs(block.mlp.down_proj.weight.std().item() - scaled) < 0.2 * scaled
     assert abs(block.attn.qkv.weight.std().item() - 0.02) < 0.002
     assert torch.all(block.attn.qkv.bias == 0) and torch.all(block.norm1.weight == 1)
+
+
+def test_pytorch_default_init():
+    # the book's GPTModel is plain torch.nn: N(0, 1) tables, Kaiming-uniform linears (|w| <= 1/sqrt(in))
+    cfg = get_preset("tiny", n_embd=256, n_head=4, n_layer=8, init="pytorch", tie_embeddings=False)
+    model = GPTModel(cfg)
+    assert abs(model.embed.wte.weight.std().item() - 1.0) < 0.05
+    assert abs(model.embed.wpe.weight.std().item() - 1.0) < 0.1
+    for name in ("attn.qkv", "attn.out_proj", "mlp.down_proj"):
+        linear = model.blocks[0].get_submodule(name)
+        bound = 1 / linear.in_features**0.5
+        assert linear.weight.abs().max() <= bound
+        assert abs(linear.weight.std().item() - bound / 3**0.5) < 0.1 * bound  # uniform's std
+    with pytest.raises(ConfigError, match="init='xavier' must be one of gpt2, pytorch"):
+        get_preset("tiny", init="xavier")
 
 
 @pytest.mark.parametrize("tie", [True, False])

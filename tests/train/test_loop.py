@@ -101,3 +101,57 @@ def test_each_evaluation_logs_a_generated_sample(tmp_path):
     assert seen == [10, 20] and trainer.model.training
     samples = [r for r in trainer.metrics.records if "sample" in r]
     assert [r["sample"] for r in samples] == ["text at 10", "text at 20"]
+
+
+def _tensorboard_scalars(log_dir):
+    accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator"
+    ).EventAccumulator(str(log_dir))
+    accumulator.Reload()
+    return {
+        tag: [(e.step, e.value) for e in accumulator.Scalars(tag)]
+        for tag in accumulator.Tags()["scalars"]
+    }
+
+
+def test_tensorboard_events_mirror_the_metrics_file(tmp_path):
+    pytest.importorskip("tensorboard")
+    trainer = _trainer(tmp_path, steps=20, tensorboard=True)
+    trainer.fit()
+    scalars = _tensorboard_scalars(tmp_path / "tensorboard")
+    records = trainer.metrics.records
+    expected_loss = [(r["step"], r["loss"]) for r in records if "loss" in r]
+    expected_val = [(r["step"], r["val_loss"]) for r in records if "val_loss" in r]
+    assert [s for s, _ in scalars["train/loss"]] == [s for s, _ in expected_loss]
+    assert [v for _, v in scalars["train/loss"]] == pytest.approx([v for _, v in expected_loss])
+    assert [v for _, v in scalars["val/loss"]] == pytest.approx([v for _, v in expected_val])
+    assert {"train/lr", "train/grad_norm", "train/tokens_per_s", "val/perplexity"} <= set(scalars)
+
+
+def test_tensorboard_after_resume_has_each_step_once(tmp_path):
+    pytest.importorskip("tensorboard")
+    # the first leg logs steps 1..15 but its checkpoint is at step 10: steps 11..15 come twice
+    first = _trainer(tmp_path, steps=20, log_interval=1, save_interval=10, tensorboard=True)
+    first.fit(until_step=15)
+    second = _trainer(tmp_path, steps=20, log_interval=1, tensorboard=True)
+    second.resume(tmp_path / "checkpoints" / "step-0000010")
+    second.fit()
+    steps = [s for s, _ in _tensorboard_scalars(tmp_path / "tensorboard")["train/loss"]]
+    assert steps == list(range(1, 21))
+
+
+def test_tensorboard_missing_gives_an_install_hint(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError("No module named 'tensorboard'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    from scratchllm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"scratchllm\[tensorboard\]"):
+        _trainer(tmp_path, steps=5, tensorboard=True)

@@ -17,6 +17,7 @@ MLPS = ("gelu", "swiglu")
 NORM_POSITIONS = ("pre", "post")
 ATTN_IMPLS = ("sdpa", "math")
 GELU_APPROXIMATIONS = ("tanh", "none")
+INITS = ("gpt2", "pytorch")
 
 
 @dataclass
@@ -42,6 +43,10 @@ class ModelConfig:
     gelu_approximate: str = "tanh"  # "tanh" (GPT-2's gelu_new) | "none" (exact erf, BERT)
     type_vocab_size: int = 0  # segment (token type) embeddings; 0 = none (decoders), 2 for BERT
     init_std: float = 0.02  # std of the normal init of weights (GPT-2 / BERT value)
+    # "gpt2": N(0, init_std) weights, residual projections scaled by 1/sqrt(2 n_layer) (GPT-2, BERT)
+    # "pytorch": each module's own default (N(0, 1) embeddings, Kaiming-uniform linears), as in
+    # the "LLMs from scratch" book's GPTModel
+    init: str = "gpt2"
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "context_length", "n_embd", "n_layer", "n_head"):
@@ -74,6 +79,7 @@ class ModelConfig:
         _choice("attn_impl", self.attn_impl, ATTN_IMPLS)
         _choice("norm_position", self.norm_position, NORM_POSITIONS)
         _choice("gelu_approximate", self.gelu_approximate, GELU_APPROXIMATIONS)
+        _choice("init", self.init, INITS)
 
     @property
     def head_dim(self) -> int:

@@ -24,7 +24,20 @@ RESIDUAL_PROJECTIONS = ("out_proj.weight", "down_proj.weight")
 
 
 def init_weights(model: nn.Module, cfg: ModelConfig) -> None:
-    """GPT-2 / BERT init: N(0, init_std) matrices and tables, zero biases, unit norms."""
+    """Initialise every parameter by the scheme `cfg.init` names.
+
+    "gpt2" (GPT-2 / BERT): N(0, init_std) matrices and tables, zero biases, unit norms, and
+    residual projections scaled down by 1/sqrt(2 * n_layer).
+    "pytorch": every module's `reset_parameters()` (nn.Embedding N(0, 1), nn.Linear
+    Kaiming-uniform), the init a model written with plain torch.nn modules gets.
+    """
+    if cfg.init == "pytorch":
+        for module in model.modules():
+            if isinstance(module, RMSNorm):
+                nn.init.ones_(module.weight)
+            elif hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        return
     for module in model.modules():
         if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, mean=0.0, std=cfg.init_std)

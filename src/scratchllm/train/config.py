@@ -30,6 +30,9 @@ class TrainConfig:
     eval_interval: int = 200  # steps between validation passes (and at the end)
     eval_batches: int = 20  # validation micro-batches per pass; 0 = whole validation set
     log_interval: int = 10  # steps between metric records
+    tensorboard: bool = (
+        False  # also write TensorBoard events to <run>/tensorboard (extra: tensorboard)
+    )
     # --- checkpoints -------------------------------------------------------------------------------
     save_interval: int = 0  # steps between checkpoints; 0 = only at the end
     keep_last: int = 2  # step checkpoints kept besides the best and the final weights

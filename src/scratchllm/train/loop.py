@@ -207,7 +207,12 @@ class Trainer:
         self.amp_dtype = autocast_dtype(cfg, self.device)
         self.optimizer = build_optimizer(self.model, cfg, self.device)
         self.forward_model = torch.compile(self.model) if cfg.compile else self.model
-        self.metrics = MetricsLog(self.run_dir / "metrics.jsonl" if self.run_dir else None)
+        self.metrics = MetricsLog(
+            self.run_dir / "metrics.jsonl" if self.run_dir else None,
+            tensorboard_dir=self.run_dir / "tensorboard"
+            if self.run_dir and cfg.tensorboard
+            else None,
+        )
         self.step = 0
         self.tokens = 0
         self.best_val: float | None = None
@@ -439,6 +444,7 @@ class Trainer:
                 if self.step < cfg.max_steps:
                     stopped = "paused"
         bar.close()
+        self.metrics.close()
         if self._saves and (stopped in ("signal", "paused") or cfg.save_interval):
             self.save()
         if self.run_dir is not None:
