@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from scratchllm.lineage.experiments import _models, make_task, run_seq2seq
+from scratchllm.lineage.experiments import (
+    _models,
+    make_task,
+    median_steps,
+    run_seq2seq,
+    summarize,
+)
 from scratchllm.lineage.tasks import collate
 
 
@@ -32,9 +38,49 @@ def test_both_models_fit_long_sequences_at_a_similar_size():
     assert large / small < 1.25  # comparable parameter counts
 
 
-def test_run_seq2seq_reports_every_model_and_lr(tmp_path):
+def test_run_seq2seq_reports_every_model_lr_and_seed(tmp_path):
     rows = run_seq2seq(
-        tmp_path, 2, 1, [1e-3], tasks=["sort"], min_len=3, max_len=4, warmup=1, heatmap=False
+        tmp_path,
+        2,
+        1,
+        [1e-3],
+        tasks=["sort"],
+        min_len=3,
+        max_len=4,
+        warmup=1,
+        seeds=[0, 1],
+        heatmap=False,
     )
-    assert [r["model"] for r in rows] == ["GRU + additive attention", "encoder-decoder Transformer"]
+    gru, transformer = "GRU + additive attention", "encoder-decoder Transformer"
+    assert [(r["model"], r["seed"]) for r in rows] == [
+        (gru, 0),
+        (gru, 1),
+        (transformer, 0),
+        (transformer, 1),
+    ]
     assert all(r["lengths"] == "3-4" and r["lr"] == 1e-3 for r in rows)
+
+
+def test_summary_picks_the_lr_with_the_lowest_median_over_seeds():
+    assert median_steps([100, 200]) == 150
+    assert median_steps([100, None, 300]) == 300  # not reached counts as infinite
+    assert median_steps([None, 100]) == float("inf")
+    row = dict(task="reverse", lengths="3-8", model="m")
+    rows = [
+        row | dict(lr=1e-3, seed=0, steps=100),
+        row | dict(lr=1e-3, seed=1, steps=None),
+        row | dict(lr=3e-3, seed=0, steps=300),
+        row | dict(lr=3e-3, seed=1, steps=200),
+    ]
+    [best] = summarize(rows)
+    assert best["lr"] == 3e-3 and best["steps"] == [300, 200] and best["median"] == 250
+
+
+def test_transformer_init_is_configurable():
+    task = make_task("reverse")
+    stds = {}
+    for init in ("gpt2", "pytorch"):
+        model = _models(task, {"init": init})["encoder-decoder Transformer"]
+        assert model.cfg.init == init and model.enc_cfg.init == init
+        stds[init] = model.src_embed.wte.weight.detach().std().item()
+    assert stds["gpt2"] < 0.03 < 0.5 < stds["pytorch"]  # N(0, 0.02) vs nn.Embedding's N(0, 1)

@@ -51,6 +51,9 @@ class Seq2SeqConfig:
     norm_position: str = "pre"  # "pre" (GPT-2 style) | "post" (the 2017 paper)
     attn_impl: str = "sdpa"  # "sdpa" | "math", as in ModelConfig
     tie_embeddings: bool = True  # output head shares the decoder's token embedding matrix
+    # "gpt2": N(0, 0.02) weights, scaled residual projections; "pytorch": each torch.nn module's
+    # own default init (N(0, 1) embeddings, Kaiming-uniform linears), as in ModelConfig.init
+    init: str = "gpt2"
 
     def __post_init__(self) -> None:
         self.encoder_config()  # ModelConfig validates every shared field and names it
@@ -68,6 +71,7 @@ class Seq2SeqConfig:
             norm_position=self.norm_position,
             attn_impl=self.attn_impl,
             tie_embeddings=self.tie_embeddings,
+            init=self.init,
         )
 
     def encoder_config(self) -> ModelConfig:
