@@ -178,3 +178,19 @@ def test_non_finite_weights_are_never_saved(tmp_path):
     with pytest.raises(CheckpointError, match="non-finite"):
         ckpt.save_checkpoint(tmp_path / "step-0000001", model, None, {})
     assert not os.path.exists(tmp_path / "step-0000001")
+
+
+def test_eval_train_and_tensorboard_from_a_job(tmp_path):
+    pytest.importorskip("tensorboard")
+    overrides = [
+        f'out="{tmp_path / "run"}"',
+        f'data.path="{_corpus(tmp_path)}"',
+        "train.eval_train=true",
+        "train.tensorboard=true",
+    ]
+    job = load_job(str(_job_file(tmp_path, steps=20, save=0)), overrides)
+    result = run_job(job, progress=False)
+    train_evals = [r for r in result.history if "train_eval_loss" in r]
+    assert [r["step"] for r in train_evals] == [20]
+    assert 0 < train_evals[0]["train_eval_loss"] < 10
+    assert any((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))

@@ -155,3 +155,18 @@ def test_tensorboard_missing_gives_an_install_hint(tmp_path, monkeypatch):
 
     with pytest.raises(ConfigError, match=r"scratchllm\[tensorboard\]"):
         _trainer(tmp_path, steps=5, tensorboard=True)
+
+
+def test_eval_train_logs_the_eval_mode_loss_on_training_batches(tmp_path):
+    from scratchllm.train.loop import evaluate
+
+    trainer = _trainer(tmp_path, steps=10, eval_train=True, eval_interval=5)
+    windows = WindowDataset(_data(), 16, 16)
+    trainer.train_eval_batches = lambda: iter(EpochLoader(windows, 4, shuffle=False))
+    trainer.fit()
+    logged = [r for r in trainer.metrics.records if "train_eval_loss" in r]
+    assert [r["step"] for r in logged] == [5, 10]
+    again = evaluate(
+        trainer.model, trainer.train_eval_batches, next_token_loss, torch.device("cpu"), 20
+    )
+    assert logged[-1]["train_eval_loss"] == pytest.approx(again, rel=1e-6)

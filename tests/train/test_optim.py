@@ -56,3 +56,27 @@ def test_train_config_round_trips_and_rejects_unknown_fields():
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="bogus"):
         TrainConfig.from_dict({"bogus": 1})
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_decay_on_choices(tie):
+    model = GPTModel(get_preset("tiny", tie_embeddings=tie))
+    names = {id(p): n for n, p in model.named_parameters()}
+    every = {id(p) for p in model.parameters()}
+
+    def decayed(on):
+        decay, no_decay = param_groups(model, 0.1, on)
+        assert {id(p) for p in decay["params"]} | {id(p) for p in no_decay["params"]} == every
+        return {names[id(p)] for p in decay["params"]}
+
+    matmul, matrices, everything = decayed("matmul"), decayed("matrices"), decayed("all")
+    assert matmul < matrices < everything
+    assert matrices - matmul == {"embed.wte.weight", "embed.wpe.weight"}
+    assert everything == set(names.values())
+    with pytest.raises(ValueError, match="decay_on='bias' must be one of matmul, matrices, all"):
+        param_groups(model, 0.1, "bias")
+
+
+def test_weight_decay_on_is_validated():
+    with pytest.raises(ConfigError, match="weight_decay_on"):
+        TrainConfig(weight_decay_on="norms")

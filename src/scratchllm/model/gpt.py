@@ -164,6 +164,6 @@ class GPTModel(nn.Module):
     def num_parameters(self, non_embedding: bool = False) -> int:
         return count_parameters(self, non_embedding=non_embedding)
 
-    def param_groups(self, weight_decay: float) -> list[dict]:
-        """AdamW groups: decay on matmul weights only (not norms, biases, embeddings)."""
-        return adamw_param_groups(self, weight_decay)
+    def param_groups(self, weight_decay: float, decay_on: str = "matmul") -> list[dict]:
+        """AdamW groups [decay, no decay]; by default decay on matmul weights only."""
+        return adamw_param_groups(self, weight_decay, decay_on)

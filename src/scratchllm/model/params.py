@@ -27,14 +27,34 @@ def count_parameters(model: nn.Module, *, non_embedding: bool = False) -> int:
     return total
 
 
-def adamw_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW groups: matmul weights decay; norms, biases and embeddings do not."""
+# Which parameters weight decay applies to:
+#   "matmul"   matrices used in matmuls; not norms, biases or embedding tables (the default)
+#   "matrices" every parameter with 2 or more dimensions, embedding tables included (nanoGPT)
+#   "all"      every parameter, as `AdamW(model.parameters(), weight_decay=...)` does
+DECAY_ON = ("matmul", "matrices", "all")
+
+
+def adamw_param_groups(
+    model: nn.Module, weight_decay: float, decay_on: str = "matmul"
+) -> list[dict]:
+    """Two AdamW groups, [decay, no decay]; `decay_on` (see `DECAY_ON`) says which decay.
+
+    Frozen parameters are left out; a tied parameter appears once.
+    """
+    if decay_on not in DECAY_ON:
+        raise ValueError(f"decay_on={decay_on!r} must be one of {', '.join(DECAY_ON)}")
     embeddings = {id(p) for p in embedding_parameters(model)}
+
+    def decays(p: nn.Parameter) -> bool:
+        if decay_on == "all":
+            return True
+        return p.dim() >= 2 and (decay_on == "matrices" or id(p) not in embeddings)
+
     decay, no_decay = [], []
-    for p in model.parameters():
+    for p in model.parameters():  # yields a shared (tied) tensor once
         if not p.requires_grad:
             continue
-        (decay if p.dim() >= 2 and id(p) not in embeddings else no_decay).append(p)
+        (decay if decays(p) else no_decay).append(p)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},

@@ -21,7 +21,10 @@ class TrainConfig:
     lr: float = 3e-4  # peak learning rate, reached after warm-up
     min_lr: float = 3e-5  # floor of the cosine decay
     warmup_steps: int = 100  # linear warm-up from 0 to lr
-    weight_decay: float = 0.1  # applied to matmul weights only (not norms, biases, embeddings)
+    weight_decay: float = 0.1
+    # which parameters decay: "matmul" (matmul weights only; not norms, biases, embeddings),
+    # "matrices" (every 2-D parameter, embeddings included, as nanoGPT), "all" (every parameter)
+    weight_decay_on: str = "matmul"
     beta1: float = 0.9
     beta2: float = 0.95
     eps: float = 1e-8
@@ -29,6 +32,9 @@ class TrainConfig:
     # --- evaluation and logging ------------------------------------------------------------------
     eval_interval: int = 200  # steps between validation passes (and at the end)
     eval_batches: int = 20  # validation micro-batches per pass; 0 = whole validation set
+    # also measure the loss on `eval_batches` training batches (eval mode: no dropout) at each
+    # evaluation, the "train loss" nanoGPT and the LLMs-from-scratch book report
+    eval_train: bool = False
     log_interval: int = 10  # steps between metric records
     tensorboard: bool = (
         False  # also write TensorBoard events to <run>/tensorboard (extra: tensorboard)
@@ -71,6 +77,11 @@ class TrainConfig:
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ConfigError(
                 f"TrainConfig.dtype must be auto/float32/bfloat16, got {self.dtype!r}"
+            )
+        if self.weight_decay_on not in ("matmul", "matrices", "all"):
+            raise ConfigError(
+                "TrainConfig.weight_decay_on must be matmul/matrices/all, "
+                f"got {self.weight_decay_on!r}"
             )
         if self.parallel not in ("ddp", "fsdp"):
             raise ConfigError(f"TrainConfig.parallel must be ddp/fsdp, got {self.parallel!r}")

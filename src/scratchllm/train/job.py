@@ -208,6 +208,19 @@ def run_job(job: Job, progress: bool = True, log=print):
         val_loader.load_state_dict({"epoch": 0, "batch_index": 0})
         return iter(val_loader)
 
+    train_eval_batches = None
+    if train_cfg.eval_train:  # a fixed, unshuffled pass over training windows (first shard)
+        if train_ids is None:
+            from scratchllm.data.shards import open_shards
+
+            train_ids = open_shards(job.data.shards, "train")[0]
+        train_eval_ds = WindowDataset(train_ids, ctx, ctx)
+
+        def train_eval_batches():
+            return iter(
+                EpochLoader(train_eval_ds, train_cfg.batch_size, shuffle=False, drop_last=False)
+            )
+
     if job.objective == "masked":
         mask_id = _mask_token_id(tokenizer)
         model = EncoderModel(model_cfg)
@@ -230,6 +243,7 @@ def run_job(job: Job, progress: bool = True, log=print):
         progress=progress,
         dist=info,
         sample=None if job.objective == "masked" else sampler(tokenizer, "", 32, seed),
+        train_eval_batches=train_eval_batches,
     )
     resume = latest_checkpoint(run_dir) if job.resume == "auto" else job.resume
     if resume:

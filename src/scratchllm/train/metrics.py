@@ -53,6 +53,7 @@ TENSORBOARD_TAGS = {
     "grad_norm": "train/grad_norm",
     "tokens_per_s": "train/tokens_per_s",
     "mfu": "train/mfu",
+    "train_eval_loss": "train/eval_loss",
     "val_loss": "val/loss",
     "val_ppl": "val/perplexity",
 }

@@ -7,35 +7,25 @@ import math
 import torch
 from torch import nn
 
+from scratchllm.model.params import adamw_param_groups
 from scratchllm.train.config import TrainConfig
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW groups: matmul weights decay; norms, biases and embeddings do not.
+def param_groups(model: nn.Module, weight_decay: float, decay_on: str = "matmul") -> list[dict]:
+    """Two AdamW groups, [decay, no decay]: by default matmul weights decay; norms, biases and
+    embeddings do not (`scratchllm.model.params.DECAY_ON` lists the other choices).
 
-    Models may define ``param_groups(weight_decay)`` themselves; otherwise a parameter decays when
-    it is at least 2-D and does not belong to an ``nn.Embedding``. Tied parameters appear once.
+    Models may define ``param_groups(weight_decay, decay_on)`` themselves; otherwise the generic
+    rule applies (a parameter is an embedding when it belongs to an ``nn.Embedding``).
     """
     if hasattr(model, "param_groups"):
-        return model.param_groups(weight_decay)
-    embedding_params = {
-        id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()
-    }
-    decay, no_decay, seen = [], [], set()
-    for p in model.parameters():
-        if not p.requires_grad or id(p) in seen:
-            continue
-        seen.add(id(p))
-        (decay if p.dim() >= 2 and id(p) not in embedding_params else no_decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
+        return model.param_groups(weight_decay, decay_on)
+    return adamw_param_groups(model, weight_decay, decay_on)
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     """AdamW with the fused kernel (one pass over all parameters) on CUDA and CPU."""
-    groups = [g for g in param_groups(model, cfg.weight_decay) if g["params"]]
+    groups = [g for g in param_groups(model, cfg.weight_decay, cfg.weight_decay_on) if g["params"]]
     extra = {"fused": True} if device.type in ("cuda", "cpu") else {}
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, **extra)
 
