@@ -43,6 +43,44 @@ def build_hf(cfg):
     return GPT2LMHeadModel(hf_cfg)
 
 
+class MinimalGPT2(torch.nn.Module):
+    """The smallest GPT-2 one would write by hand (for reference only): the same mathematics as
+    ours and transformers' (learned positions, pre-LayerNorm blocks, tanh GELU, tied head, SDPA)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        nn = torch.nn
+        c = cfg.n_embd
+        self.n_head = cfg.n_head
+        self.wte, self.wpe = nn.Embedding(cfg.vocab_size, c), nn.Embedding(cfg.context_length, c)
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict(
+                dict(
+                    ln1=nn.LayerNorm(c),
+                    qkv=nn.Linear(c, 3 * c),
+                    proj=nn.Linear(c, c),
+                    ln2=nn.LayerNorm(c),
+                    fc=nn.Linear(c, 4 * c),
+                    out=nn.Linear(4 * c, c),
+                )
+            )
+            for _ in range(cfg.n_layer)
+        )
+        self.ln_f = nn.LayerNorm(c)
+
+    def forward(self, idx):
+        b, t = idx.shape
+        x = self.wte(idx) + self.wpe(torch.arange(t, device=idx.device))
+        for blk in self.blocks:
+            q, k, v = blk["qkv"](blk["ln1"](x)).view(b, t, 3, self.n_head, -1).unbind(2)
+            a = F.scaled_dot_product_attention(
+                q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), is_causal=True
+            )
+            x = x + blk["proj"](a.transpose(1, 2).reshape(b, t, -1))
+            x = x + blk["out"](F.gelu(blk["fc"](blk["ln2"](x)), approximate="tanh"))
+        return F.linear(self.ln_f(x), self.wte.weight)
+
+
 def ours_step(model, opt, x, y):
     logits = model(x)
     loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
@@ -75,6 +113,9 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="also time our model compiled")
     parser.add_argument("--tiny", action="store_true", help="tiny model, for a quick check")
+    parser.add_argument(
+        "--minimal", action="store_true", help="also time a minimal hand-written GPT-2"
+    )
     args = parser.parse_args()
     if args.tiny:
         args.preset, args.batch, args.context, args.steps, args.reps = "tiny", 4, 32, 2, 3
@@ -91,6 +132,10 @@ def main() -> None:
             torch.optim.AdamW(ours.parameters(), lr=1e-4, fused=True),
         ),
     }
+    if args.minimal:
+        minimal = MinimalGPT2(cfg)
+        opt = torch.optim.AdamW(minimal.parameters(), lr=1e-4, fused=True)
+        contenders["minimal hand-written GPT-2"] = (ours_step, minimal, opt)
     if args.compile:
         compiled = torch.compile(ours)
         opt = torch.optim.AdamW(ours.parameters(), lr=1e-4, fused=True)

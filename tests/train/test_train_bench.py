@@ -10,7 +10,8 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 @pytest.mark.parametrize(
-    "script,args", [("train.py", ["--tiny"]), ("gpu_train.py", ["--tiny", "--no-compile"])]
+    "script,args",
+    [("train.py", ["--tiny", "--minimal"]), ("gpu_train.py", ["--tiny", "--no-compile"])],
 )
 def test_training_benchmark_runs_tiny(script, args):
     proc = subprocess.run(
