@@ -11,6 +11,8 @@ itself meaningless (about the vocabulary size); the changes measure the numerica
 
     .venv/bin/python bench/generate.py                 # gpt2-small, 32 new tokens, 3 reps
     .venv/bin/python bench/generate.py --size tiny     # seconds (smoke test)
+    .venv/bin/python bench/generate.py --quality-run runs/demo --quality-text FILE
+                    # also: the perplexity cost of each variant on a *trained* run's held-out text
 """
 
 from __future__ import annotations
@@ -93,7 +95,11 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--variants", default=DEFAULT_VARIANTS, help="of fp32,bf16,int8")
     ap.add_argument("--eval-windows", type=int, default=2, help="256-token windows for perplexity")
+    ap.add_argument("--quality-run", help="a trained run directory: perplexity cost on real text")
+    ap.add_argument("--quality-text", help="held-out text for --quality-run (last 20 kB used)")
     args = ap.parse_args()
+    if args.quality_run:
+        trained_quality(args.quality_run, args.quality_text, args.variants.split(","))
 
     from scratchllm.generation import GREEDY, Engine
     from scratchllm.generation.quantize import quantize_int8
@@ -152,6 +158,31 @@ def main() -> None:
             flush=True,
         )
     print(f"fp32 perplexity {ppl32:.1f} over {len(ids) - 1} held-out tokens")
+
+
+def trained_quality(run_dir: str, text_path: str | None, variants: list[str]) -> None:
+    """Perplexity of a trained run's fp32 / bf16 / int8 variants on held-out text."""
+    from scratchllm.generation.quantize import quantize_int8
+    from scratchllm.train.checkpoint import load_run
+
+    if not text_path:
+        raise SystemExit("--quality-run needs --quality-text FILE (held-out text)")
+    run = load_run(run_dir)
+    model = run.model.eval()
+    text = Path(text_path).read_text(encoding="utf-8")[-20_000:]
+    ids = run.tokenizer.encode(text)
+    window = min(256, model.cfg.context_length)
+    ppl32, _, ref = quality(model, None, ids, window)
+    build = {"bf16": lambda: _bf16(model), "int8": lambda: quantize_int8(model)}
+    n_params = sum(p.numel() for p in model.parameters())
+    print(
+        f"trained run {run_dir} ({n_params / 1e6:.1f}M parameters), {len(ids)} tokens of {text_path}"
+    )
+    print(f"{'weights':<8} {'perplexity':>11} {'change':>9} {'KL':>9}")
+    print(f"{'fp32':<8} {ppl32:>11.3f} {'':>9} {'':>9}")
+    for name in [v for v in variants if v in build]:
+        ppl, kl, _ = quality(build[name](), ref, ids, window)
+        print(f"{name:<8} {ppl:>11.3f} {100 * (ppl / ppl32 - 1):>+8.3f}% {kl:>9.2e}", flush=True)
 
 
 def _bf16(model):

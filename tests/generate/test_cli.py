@@ -109,3 +109,23 @@ def test_chat_uses_the_runs_saved_template(run_dir):
     save_template(get_template("alpaca"), run_dir)
     template = template_for_run(run_dir, system="sys")
     assert template.name == "alpaca" and "<|endoftext|>" in template.stop_strings
+
+
+def test_generate_int8_matches_the_quantized_engine(run_dir, capsys, model, tokenizer):
+    from scratchllm.generation.quantize import quantize_int8
+
+    args = ["generate", "--run", str(run_dir), "--prompt", "ab", "--temperature", "0"]
+    assert main(args + ["--max-new-tokens", "6", "--dtype", "int8"]) == 0
+    out = capsys.readouterr().out
+    expected = Engine(quantize_int8(model), tokenizer).generate(["ab"], GREEDY, 6)[0]
+    assert out.strip() == ("ab" + expected.text).strip()
+
+
+def test_generate_on_a_missing_device_is_a_one_line_error(run_dir, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code = main(["generate", "--run", str(run_dir), "--prompt", "x", "--device", "cuda"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no CUDA device" in err and len(err.strip().splitlines()) == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = ("float32", "bfloat16", "float16", "int8")
 
 
 def add_sampling_args(p: argparse.ArgumentParser, *, temperature: float = 0.8) -> None:
@@ -21,7 +21,12 @@ def add_sampling_args(p: argparse.ArgumentParser, *, temperature: float = 0.8) -
     g.add_argument("--presence-penalty", type=float, default=0.0, help="once per seen token")
     g.add_argument("--seed", type=int, default=None, help="seed the sampler (reproducible)")
     g.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, auto")
-    g.add_argument("--dtype", choices=DTYPES, default="float32", help="weights and cache dtype")
+    g.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        default="float32",
+        help="weights and cache dtype; int8 = int8 linear layers, CPU only (fastest CPU decoding)",
+    )
 
 
 def sampling_from_args(args: argparse.Namespace):
@@ -46,8 +51,17 @@ def load_engine(args: argparse.Namespace):
     from scratchllm.train.checkpoint import load_run
     from scratchllm.train.loop import resolve_device
 
-    loaded = load_run(args.run, resolve_device(args.device))
-    model = loaded.model.to(getattr(torch, args.dtype))
+    device = resolve_device(args.device)
+    loaded = load_run(args.run, device)
+    if args.dtype == "int8":
+        from scratchllm.errors import ConfigError
+        from scratchllm.generation.quantize import quantize_int8
+
+        if device.type != "cpu":
+            raise ConfigError(f"--dtype int8 runs on the CPU only, not on {device}")
+        model = quantize_int8(loaded.model)
+    else:
+        model = loaded.model.to(getattr(torch, args.dtype))
     return Engine(model, loaded.tokenizer), loaded
 
 

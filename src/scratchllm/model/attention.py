@@ -58,6 +58,25 @@ def build_mask(
     return mask
 
 
+def attention_bias(
+    t_q: int,
+    t_k: int,
+    *,
+    causal: bool,
+    padding_mask: Tensor | None,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Tensor | None:
+    """`build_mask` as an additive bias [B|1, 1, T_q, T_k]: 0 where a query may look at a key,
+    the most negative finite value elsewhere. A model builds it once per forward and passes it to
+    every layer as ``padding_mask`` (a floating mask is used as is)."""
+    mask = build_mask(t_q, t_k, causal=causal, padding_mask=padding_mask, device=device)
+    if mask is None:
+        return None
+    bias = torch.zeros(mask.shape, dtype=dtype, device=device)
+    return bias.masked_fill(~mask, torch.finfo(dtype).min)
+
+
 def attend(
     q: Tensor,
     k: Tensor,
@@ -73,9 +92,22 @@ def attend(
 
     Masked scores get the most negative finite value rather than -inf, so a row with every key
     masked (a padding query) gives a uniform average instead of NaN, in both paths alike.
+    ``padding_mask`` is [B, T_k] (1 = real key), a boolean [B|1, 1, T_q, T_k] (True = may attend),
+    or a floating [B|1, 1, T_q, T_k] additive bias from `attention_bias`, used as is.
     """
     t_q, t_k = q.shape[2], k.shape[2]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    if padding_mask is not None and padding_mask.dim() == 4 and padding_mask.is_floating_point():
+        # an additive bias from `attention_bias` (causality included): used as is
+        bias = padding_mask.to(q.dtype)
+        if impl == "math":
+            weights = torch.softmax((q @ k.transpose(-2, -1)) * scale + bias, dim=-1)
+            if dropout_p > 0.0:
+                weights = F.dropout(weights, p=dropout_p)
+            return weights @ v  # [B, H, T_q, D]
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale
+        )
     if impl == "math":
         scores = (q @ k.transpose(-2, -1)) * scale  # [B, H, T_q, T_k]
         mask = build_mask(t_q, t_k, causal=causal, padding_mask=padding_mask, device=q.device)

@@ -11,6 +11,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from scratchllm.model.attention import attention_bias
 from scratchllm.model.blocks import TransformerBlock
 from scratchllm.model.config import ModelConfig
 from scratchllm.model.embeddings import Embeddings, rope_cos_sin
@@ -141,8 +142,19 @@ class GPTModel(nn.Module):
         rope = None
         if self.cfg.pos_emb == "rope":
             rope = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
+        mask = None  # built once here rather than in every layer
+        if attention_mask is not None:
+            t = idx.shape[1]
+            mask = attention_bias(  # [B|1, 1, T, cached + T] additive bias
+                t,
+                start + t,
+                causal=True,
+                padding_mask=attention_mask,
+                dtype=x.dtype,
+                device=x.device,
+            )
         for block in self.blocks:
-            x = block(x, attention_mask=attention_mask, kv_cache=kv_cache, rope=rope)
+            x = block(x, attention_mask=mask, kv_cache=kv_cache, rope=rope)
         if kv_cache is not None:
             kv_cache.advance(idx.shape[1])
         return self.norm_f(x)  # [B, T, C]

@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from scratchllm.errors import ConfigError
 from scratchllm.train import checkpoint as ckpt
 from scratchllm.train.config import TrainConfig
 from scratchllm.train.distributed import (
@@ -51,8 +52,24 @@ def next_token_loss(model: nn.Module, batch: Any) -> tuple[torch.Tensor, int]:
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """A torch.device for "auto" (cuda, then mps, then cpu) or a name; a clear error for a device
+    this machine does not have."""
     if name != "auto":
-        return torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError as exc:
+            raise ConfigError(f"device={name!r} is not a device name ({exc})") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device={name!r}: this PyTorch build or machine has no CUDA device")
+        if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device={name!r}: only {torch.cuda.device_count()} CUDA device(s) here"
+            )
+        if device.type == "mps" and not (
+            getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+        ):
+            raise ConfigError(f"device={name!r}: MPS is not available on this machine")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
