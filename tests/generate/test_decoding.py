@@ -33,6 +33,24 @@ def test_cached_greedy_equals_reference_token_for_token(model, tokenizer, batch)
     assert all(c.finish_reason == "length" for c in got)
 
 
+def test_equal_length_batch_decodes_without_masks_like_the_reference(model, tokenizer):
+    # equal lengths: prefill and every decode step run without an attention mask (the fast path)
+    prompts = [[10, 20, 30, 40], [7, 8, 9, 10], [100, 101, 102, 103]]
+    engine = Engine(model, tokenizer)
+    seen = []
+    decode = engine.batch(3, max_len=64)._step  # the batch generate() reuses for this size
+    decode_fn = decode._fn
+
+    def spy():
+        seen.append(decode.cache.full)
+        return decode_fn()
+
+    decode._fn = spy
+    got = engine.generate(prompts, GREEDY, 12)
+    assert [c.token_ids for c in got] == reference_tokens(model, prompts, 12)
+    assert seen and all(seen)
+
+
 def test_grouped_and_multi_query_attention_configs(tokenizer, make_model):
     for n_kv_head in (1, 4):
         model = make_model("tiny-llama", n_kv_head=n_kv_head)

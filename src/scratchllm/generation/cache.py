@@ -39,6 +39,9 @@ class SlotKVCache:
         # Columns filled per slot; the next token of slot b goes to column lengths[b].
         self.lengths = torch.zeros(slots, dtype=torch.long, device=device)
         self.view_len = max_len  # columns the next decode step attends over (<= max_len)
+        # Set by an eager decode step that knows every slot fills all `view_len` columns: the
+        # mask then hides nothing and is left out (attention without a mask is much faster).
+        self.full = False
 
     @property
     def max_len(self) -> int:
@@ -74,8 +77,11 @@ class SlotKVCache:
 
     # --- used by the decoder ---------------------------------------------------------------
 
-    def attention_mask(self) -> Tensor:
-        """[S, view_len]: True for filled columns and the column the new token writes."""
+    def attention_mask(self) -> Tensor | None:
+        """[S, view_len]: True for filled columns and the column the new token writes (None
+        when ``full``: every slot attends to every viewed column)."""
+        if self.full:
+            return None
         cols = torch.arange(self.view_len, device=self.lengths.device)
         return cols[None, :] <= self.lengths[:, None]
 

@@ -52,11 +52,15 @@ class DecodeStep:
             compiled = torch.compile(decode_logits, dynamic=False)
             self._fn = lambda: compiled(model, cache, tokens)
 
-    def __call__(self, view_len: int) -> Tensor:
+    def __call__(self, view_len: int, full: bool = False) -> Tensor:
+        """Logits of the next step over the first ``view_len`` cache columns; ``full`` says every
+        slot has filled all of them (eager mode then attends without a mask)."""
         if self.mode == "eager":
             self.cache.view_len = view_len
+            self.cache.full = full
             return self._fn()
         self.cache.view_len = self.cache.max_len  # static shapes
+        self.cache.full = False
         if self.mode == "compile":
             return self._fn()
         if self._graph is None:

@@ -185,9 +185,12 @@ class DecodeBatch:
         tmp = KVCache.for_config(
             self.cfg, len(todo), idx.shape[1], device=self.device, dtype=self.cache.k.dtype
         )
-        self.model.features(
-            idx, attention_mask=mask, kv_cache=tmp, position_ids=positions_from_mask(mask)
-        )
+        if len({len(c) for _, c in todo}) == 1:  # no padding: plain causal attention, no mask
+            self.model.features(idx, kv_cache=tmp)
+        else:
+            self.model.features(
+                idx, attention_mask=mask, kv_cache=tmp, position_ids=positions_from_mask(mask)
+            )
         for row, (slot, ctx) in enumerate(todo):
             pad = idx.shape[1] - len(ctx)
             self.cache.load(slot, tmp.k[:, row, :, pad:], tmp.v[:, row, :, pad:])
@@ -213,7 +216,10 @@ class DecodeBatch:
             if self._lengths[slot] >= self.cache.max_len:
                 self._slide(slot)
         view = max(self._lengths[s] for s in live) + 1
-        logits = self._step(view)  # [slots, vocab]
+        # live slots all at the same length: no column to hide from them, so no mask (the rows
+        # of free slots are computed but never read)
+        full = all(self._lengths[s] == view - 1 for s in live)
+        logits = self._step(view, full)  # [slots, vocab]
         next_ids = self._sample(logits, live)
         self.cache.lengths += self.active  # each live slot wrote one column
         events = []
