@@ -360,24 +360,17 @@ class Trainer:
     def _evaluate(self) -> float | None:
         if self.val_batches is None:
             return None
-        val = evaluate(
-            self.model,
-            self.val_batches,
-            self.loss_fn,
-            self.device,
-            self.cfg.eval_batches,
-            self.amp_dtype,
-        )
+
+        def loss_over(batches: Callable[[], Iterator[Any]]) -> float:
+            cfg = self.cfg
+            return evaluate(
+                self.model, batches, self.loss_fn, self.device, cfg.eval_batches, self.amp_dtype
+            )
+
+        val = loss_over(self.val_batches)
         self.metrics.write({"step": self.step, "val_loss": val, "val_ppl": math.exp(min(val, 50))})
         if self.cfg.eval_train and self.train_eval_batches is not None:
-            train_loss = evaluate(
-                self.model,
-                self.train_eval_batches,
-                self.loss_fn,
-                self.device,
-                self.cfg.eval_batches,
-                self.amp_dtype,
-            )
+            train_loss = loss_over(self.train_eval_batches)
             self.metrics.write({"step": self.step, "train_eval_loss": train_loss})
         if self.best_val is None or val < self.best_val:
             self.best_val = val
