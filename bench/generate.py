@@ -114,8 +114,10 @@ def main() -> None:
     if no_bf16 and args.variants == DEFAULT_VARIANTS:
         print("note: no AVX-512 here, so bf16 matmuls are emulated (slow): bf16 skipped")
         wanted.remove("bf16")
+    from scratchllm.generation.layout import column_major_linears
+
     builders = {
-        "fp32": lambda: ours,
+        "fp32": lambda: column_major_linears(ours),  # what the CLI decodes with on the CPU
         "bf16": lambda: _bf16(ours),
         "int8": lambda: quantize_int8(ours),
     }

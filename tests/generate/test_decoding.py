@@ -226,3 +226,26 @@ def test_int8_linear_layers_decode_close_to_float32(model, tokenizer):
     assert kl < 0.2  # these test models have large (init_std 0.3) logits
     (c,) = Engine(q, tokenizer).generate([PROMPTS[0]], GREEDY, 8)
     assert len(c.token_ids) == 8
+
+
+def test_column_major_linears_keep_values_and_decode_like_the_reference(model, tokenizer, tmp_path):
+    import copy
+
+    from scratchllm.generation.layout import column_major_linears
+    from scratchllm.train.checkpoint import load_run, save_run
+
+    before = copy.deepcopy(model.state_dict())
+    converted = column_major_linears(copy.deepcopy(model))
+    after = converted.state_dict()
+    assert before.keys() == after.keys()
+    for name, tensor in before.items():
+        assert torch.equal(tensor, after[name]), name  # same shapes and values ...
+    weights = [m.weight for m in converted.modules() if isinstance(m, torch.nn.Linear)]
+    assert all(w.stride() == (1, w.shape[0]) for w in weights)  # ... stored transposed
+    idx = torch.tensor([PROMPTS[0]])
+    torch.testing.assert_close(converted(idx), model(idx), rtol=1e-5, atol=1e-5)
+    got = Engine(converted, tokenizer).generate(PROMPTS, GREEDY, 12)
+    assert [c.token_ids for c in got] == reference_tokens(converted, PROMPTS, 12)
+    save_run(tmp_path / "run", converted, converted.cfg, tokenizer)  # saving makes it contiguous
+    reloaded = load_run(tmp_path / "run").model.state_dict()
+    assert all(torch.equal(reloaded[k], v) for k, v in before.items() if k in reloaded)

@@ -62,6 +62,10 @@ def load_engine(args: argparse.Namespace):
         model = quantize_int8(loaded.model)
     else:
         model = loaded.model.to(getattr(torch, args.dtype))
+        if device.type == "cpu":
+            from scratchllm.generation.layout import column_major_linears
+
+            column_major_linears(model)  # faster batch-1 decoding (generation/layout.py)
     return Engine(model, loaded.tokenizer), loaded
 
 

@@ -56,10 +56,11 @@ def app_for_run(
     import torch
 
     from scratchllm.generation.chat import template_for_run
+    from scratchllm.generation.layout import column_major_linears
     from scratchllm.serve.app import create_app
     from scratchllm.train.checkpoint import load_run
     from scratchllm.train.loop import resolve_device
 
     run = load_run(run_dir, resolve_device(device))
-    model = run.model.to(getattr(torch, dtype))
+    model = column_major_linears(run.model.to(getattr(torch, dtype)))  # CPU decoding layout
     return create_app(model, run.tokenizer, cfg, template=template_for_run(run_dir))
