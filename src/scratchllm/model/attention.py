@@ -98,8 +98,11 @@ def attend(
     t_q, t_k = q.shape[2], k.shape[2]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     if padding_mask is not None and padding_mask.dim() == 4 and padding_mask.is_floating_point():
-        # an additive bias from `attention_bias` (causality included): used as is
-        bias = padding_mask.to(q.dtype)
+        # an additive bias from `attention_bias` (causality included): used as is (clamped
+        # into a narrower autocast dtype, so float16 keeps a finite most-negative value)
+        bias = padding_mask
+        if bias.dtype != q.dtype:
+            bias = bias.clamp(min=torch.finfo(q.dtype).min).to(q.dtype)
         if impl == "math":
             weights = torch.softmax((q @ k.transpose(-2, -1)) * scale + bias, dim=-1)
             if dropout_p > 0.0:
