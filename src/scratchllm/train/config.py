@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from scratchllm.errors import ConfigError
+from scratchllm.model.params import DECAY_ON
 
 
 @dataclass
@@ -36,9 +37,8 @@ class TrainConfig:
     # evaluation, the "train loss" nanoGPT and the LLMs-from-scratch book report
     eval_train: bool = False
     log_interval: int = 10  # steps between metric records
-    tensorboard: bool = (
-        False  # also write TensorBoard events to <run>/tensorboard (extra: tensorboard)
-    )
+    # also write TensorBoard events to <run>/tensorboard (needs the `tensorboard` extra)
+    tensorboard: bool = False
     # --- checkpoints -------------------------------------------------------------------------------
     save_interval: int = 0  # steps between checkpoints; 0 = only at the end
     keep_last: int = 2  # step checkpoints kept besides the best and the final weights
@@ -78,9 +78,9 @@ class TrainConfig:
             raise ConfigError(
                 f"TrainConfig.dtype must be auto/float32/bfloat16, got {self.dtype!r}"
             )
-        if self.weight_decay_on not in ("matmul", "matrices", "all"):
+        if self.weight_decay_on not in DECAY_ON:
             raise ConfigError(
-                "TrainConfig.weight_decay_on must be matmul/matrices/all, "
+                f"TrainConfig.weight_decay_on must be one of {', '.join(DECAY_ON)}, "
                 f"got {self.weight_decay_on!r}"
             )
         if self.parallel not in ("ddp", "fsdp"):

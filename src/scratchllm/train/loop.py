@@ -362,10 +362,8 @@ class Trainer:
             return None
 
         def loss_over(batches: Callable[[], Iterator[Any]]) -> float:
-            cfg = self.cfg
-            return evaluate(
-                self.model, batches, self.loss_fn, self.device, cfg.eval_batches, self.amp_dtype
-            )
+            n = self.cfg.eval_batches
+            return evaluate(self.model, batches, self.loss_fn, self.device, n, self.amp_dtype)
 
         val = loss_over(self.val_batches)
         self.metrics.write({"step": self.step, "val_loss": val, "val_ppl": math.exp(min(val, 50))})
