@@ -84,3 +84,41 @@ def test_transformer_init_is_configurable():
         assert model.cfg.init == init and model.enc_cfg.init == init
         stds[init] = model.src_embed.wte.weight.detach().std().item()
     assert stds["gpt2"] < 0.03 < 0.5 < stds["pytorch"]  # N(0, 0.02) vs nn.Embedding's N(0, 1)
+
+
+def test_only_the_transformer_gets_label_smoothing_and_models_can_be_chosen(tmp_path):
+    from scratchllm.lineage.experiments import GRU, LABEL_SMOOTHING, TRANSFORMER_LABEL
+
+    assert LABEL_SMOOTHING == {GRU: 0.0, TRANSFORMER_LABEL: 0.1}
+    kw = dict(tasks=["reverse"], min_len=3, max_len=4, warmup=1, seeds=[0], heatmap=False)
+    both = run_seq2seq(tmp_path, 2, 1, [1e-3], **kw)
+    assert [(r["model"], r["label_smoothing"]) for r in both] == [
+        (GRU, 0.0),
+        (TRANSFORMER_LABEL, 0.1),
+    ]
+    alone = run_seq2seq(tmp_path, 2, 1, [1e-3], models=[TRANSFORMER_LABEL], **kw)
+    [row] = alone  # the Transformer alone trains exactly as it does next to the GRU
+    assert row["accuracy"] == both[1]["accuracy"] and row["params"] == both[1]["params"]
+
+
+def test_label_smoothing_reaches_the_training_of_each_model(tmp_path, monkeypatch):
+    from scratchllm.lineage import experiments
+    from scratchllm.lineage.experiments import GRU, TRANSFORMER_LABEL
+
+    seen = []
+    real = experiments.train_seq2seq
+
+    def spy(model, task, cfg, **kw):
+        seen.append((type(model).__name__, kw["label_smoothing"]))
+        return real(model, task, cfg, **kw)
+
+    monkeypatch.setattr(experiments, "train_seq2seq", spy)
+    kw = dict(tasks=["sort"], min_len=3, max_len=4, warmup=1, seeds=[0], heatmap=False)
+    run_seq2seq(tmp_path, 1, 1, [1e-3], **kw)
+    run_seq2seq(tmp_path, 1, 1, [1e-3], label_smoothing={GRU: 0.2, TRANSFORMER_LABEL: 0.0}, **kw)
+    assert seen == [
+        ("RNNSeq2Seq", 0.0),
+        ("Seq2SeqTransformer", 0.1),
+        ("RNNSeq2Seq", 0.2),
+        ("Seq2SeqTransformer", 0.0),
+    ]

@@ -67,3 +67,44 @@ def test_strip_output_and_errors():
         get_task("nope")
     with pytest.raises(ConfigError, match="min_len"):
         reverse_task(min_len=5, max_len=2)
+
+
+def test_label_smoothing_mixes_in_a_uniform_target():
+    import torch
+    import torch.nn.functional as F
+
+    from scratchllm.lineage.tasks import seq2seq_loss
+
+    class Fixed(torch.nn.Module):  # logits that do not depend on the input
+        def __init__(self, logits):
+            super().__init__()
+            self.logits = logits
+
+        def forward(self, src, tgt_in, *, src_mask=None):
+            return self.logits
+
+    batch = collate([([3, 4, 5], [5, 4, 3]), ([6, 7], [7, 6])])  # second row padded
+    tgt_out = batch[3]
+    logits = torch.randn(*tgt_out.shape, 13, generator=torch.Generator().manual_seed(0))
+    plain, n = seq2seq_loss(Fixed(logits), batch)
+    smoothed, n_smooth = seq2seq_loss(Fixed(logits), batch, label_smoothing=0.1)
+    assert n == n_smooth == 7  # 3 + 1 and 2 + 1 target tokens, padding not counted
+    keep = tgt_out != IGNORE_INDEX
+    logp = F.log_softmax(logits[keep], dim=-1)  # [7, 13]
+    nll = -logp.gather(1, tgt_out[keep][:, None]).mean()
+    uniform = -logp.mean()  # cross-entropy against a uniform target
+    assert plain.item() == pytest.approx(nll.item(), rel=1e-5)
+    assert smoothed.item() == pytest.approx(0.9 * nll.item() + 0.1 * uniform.item(), rel=1e-5)
+    assert smoothed.item() != pytest.approx(plain.item(), rel=1e-3)
+
+
+def test_train_seq2seq_rejects_a_bad_label_smoothing():
+    import torch
+
+    from scratchllm.lineage.tasks import train_seq2seq
+    from scratchllm.train.config import TrainConfig
+
+    cfg = TrainConfig(max_steps=1, batch_size=2, device="cpu")
+    for eps in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match="label_smoothing"):
+            train_seq2seq(torch.nn.Linear(1, 1), reverse_task(), cfg, label_smoothing=eps)

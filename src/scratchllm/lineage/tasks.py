@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import torch
@@ -225,11 +226,22 @@ class Seq2SeqLoader:
         self.step = int(state["step"])
 
 
-def seq2seq_loss(model: nn.Module, batch: Any) -> tuple[Tensor, int]:
-    """Teacher-forced cross-entropy over the target tokens (padding ignored); for `Trainer`."""
+def seq2seq_loss(
+    model: nn.Module, batch: Any, *, label_smoothing: float = 0.0
+) -> tuple[Tensor, int]:
+    """Teacher-forced cross-entropy over the target tokens (padding ignored); for `Trainer`.
+
+    `label_smoothing` eps trains against (1 - eps) on the target plus eps spread uniformly over
+    the target vocabulary (Szegedy et al. 2016; eps = 0.1 in Vaswani et al. 2017).
+    """
     src, src_mask, tgt_in, tgt_out = batch
     logits = model(src, tgt_in, src_mask=src_mask)  # [B, T, V]
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), tgt_out.flatten(), ignore_index=-100)
+    loss = F.cross_entropy(
+        logits.flatten(0, 1).float(),
+        tgt_out.flatten(),
+        ignore_index=IGNORE_INDEX,
+        label_smoothing=label_smoothing,
+    )
     return loss, int((tgt_out != IGNORE_INDEX).sum())
 
 
@@ -288,13 +300,18 @@ def train_seq2seq(
     eval_every: int = 100,
     target: float | None = 0.95,
     seed: int = 0,
+    label_smoothing: float = 0.0,
     progress: bool = False,
 ) -> Seq2SeqReport:
     """Train with the shared `Trainer` on fresh pairs; score exact match on held-out pairs every
-    `eval_every` steps and stop at the first score >= `target` (None: run all cfg.max_steps)."""
+    `eval_every` steps and stop at the first score >= `target` (None: run all cfg.max_steps).
+    `label_smoothing` goes to `seq2seq_loss`."""
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ConfigError(f"label_smoothing={label_smoothing} must be in [0, 1)")
     heldout = task.sample(n_heldout, seed=10_000 + seed)
     loader = Seq2SeqLoader(task, cfg.batch_size, seed=seed, exclude={tuple(s) for s, _ in heldout})
-    trainer = Trainer(model, cfg, loader, None, loss_fn=seq2seq_loss, progress=progress)
+    loss_fn = partial(seq2seq_loss, label_smoothing=label_smoothing)
+    trainer = Trainer(model, cfg, loader, None, loss_fn=loss_fn, progress=progress)
     device = str(trainer.device)
     history: list[tuple[int, float]] = []
     reached, start = None, time.perf_counter()
