@@ -2,6 +2,7 @@
 
 idx [B, T] -> embeddings [B, T, C] -> n_layer x TransformerBlock -> final norm -> features
 features [B, T, C] -> lm_head -> logits [B, T, vocab_size]
+(or, given targets, features -> fused head + cross-entropy -> loss, without the logits)
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scratchllm.model.attention import attention_bias
@@ -16,6 +18,7 @@ from scratchllm.model.blocks import TransformerBlock
 from scratchllm.model.config import ModelConfig
 from scratchllm.model.embeddings import Embeddings, rope_cos_sin
 from scratchllm.model.kv_cache import KVCache
+from scratchllm.model.losses import linear_cross_entropy
 from scratchllm.model.norms import RMSNorm, make_norm
 from scratchllm.model.params import adamw_param_groups, count_parameters
 
@@ -166,12 +169,23 @@ class GPTModel(nn.Module):
         attention_mask: Tensor | None = None,
         kv_cache: KVCache | None = None,
         position_ids: Tensor | None = None,
+        targets: Tensor | None = None,
     ) -> Tensor:
-        """Next-token logits: idx [B, T] -> [B, T, vocab_size] (arguments as in `features`)."""
+        """Next-token logits: idx [B, T] -> [B, T, vocab_size] (arguments as in `features`).
+
+        With targets [B, T] (the next token at each position, -100 where nothing counts) it
+        returns their mean cross-entropy instead: a scalar, computed without keeping the logits
+        (`model.losses.linear_cross_entropy`, fused on CPU).
+        """
         hidden = self.features(
             idx, attention_mask=attention_mask, kv_cache=kv_cache, position_ids=position_ids
         )
-        return self.lm_head(hidden)
+        if targets is None:
+            return self.lm_head(hidden)  # [B, T, V]
+        if type(self.lm_head) is nn.Linear:  # not wrapped, e.g. by LoRA
+            return linear_cross_entropy(hidden, self.lm_head.weight, targets)
+        logits = self.lm_head(hidden)  # [B, T, V]
+        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
 
     def num_parameters(self, non_embedding: bool = False) -> int:
         return count_parameters(self, non_embedding=non_embedding)

@@ -7,6 +7,7 @@ loss is computed is given by the caller as ``loss_fn(model, batch) -> (loss, n_t
 
 from __future__ import annotations
 
+import inspect
 import math
 import signal
 import threading
@@ -43,11 +44,25 @@ from scratchllm.train.optim import build_optimizer, lr_at
 LossFn = Callable[[nn.Module, Any], tuple[torch.Tensor, int]]
 
 
+def computes_own_loss(model: nn.Module) -> bool:
+    """Whether ``model(inputs, targets=targets)`` returns the loss (as GPTModel's does), looking
+    through torch.compile's wrapper."""
+    inner = getattr(model, "_orig_mod", model)
+    return "targets" in inspect.signature(inner.forward).parameters
+
+
 def next_token_loss(model: nn.Module, batch: Any) -> tuple[torch.Tensor, int]:
-    """Mean cross-entropy of predicting ``targets`` (inputs shifted by one); -100 is ignored."""
+    """Mean cross-entropy of predicting ``targets`` (inputs shifted by one); -100 is ignored.
+
+    A model that takes ``targets`` computes the loss itself, without keeping the logits (the fused
+    head of `model.losses`); any other model's logits go through F.cross_entropy here.
+    """
     inputs, targets = batch[0], batch[1]
-    logits = model(inputs)  # [B, T, V]
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+    if computes_own_loss(model):
+        loss = model(inputs, targets=targets)
+    else:
+        logits = model(inputs)  # [B, T, V]
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
     return loss, int((targets != -100).sum())
 
 

@@ -1,0 +1,145 @@
+"""The fused linear cross-entropy equals the reference (logits, then F.cross_entropy)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scratchllm.model import GPTModel, ModelConfig
+from scratchllm.model.losses import (
+    LinearCrossEntropy,
+    linear_cross_entropy,
+    linear_cross_entropy_reference,
+)
+
+
+def loss_and_grads(fn, hidden, weight, targets, scale=1.0):
+    h = hidden.clone().requires_grad_()
+    w = weight.clone().requires_grad_()
+    loss = fn(h, w, targets)
+    (loss * scale).backward()
+    return loss.detach(), h.grad, w.grad
+
+
+def fused(h, w, t):
+    return linear_cross_entropy(h, w, t, fused=True)
+
+
+def reference(h, w, t):
+    return linear_cross_entropy_reference(h, w, t)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(1, 70),  # more and fewer rows than one block of 32
+    vocab=st.integers(2, 200),  # odd and even, below and above the 64-element padding
+    c=st.integers(1, 24),
+    ignored=st.floats(0.0, 0.9),
+    seed=st.integers(0, 2**16),
+)
+def test_fused_equals_reference_float64(n, vocab, c, ignored, seed):
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(n, c, generator=g, dtype=torch.float64)
+    weight = torch.randn(vocab, c, generator=g, dtype=torch.float64)
+    targets = torch.randint(0, vocab, (n,), generator=g)
+    targets[torch.rand(n, generator=g) < ignored] = -100
+    targets[0] = int(torch.randint(0, vocab, (1,), generator=g))  # at least one counts
+    want = loss_and_grads(reference, hidden, weight, targets)
+    got = loss_and_grads(fused, hidden, weight, targets)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_fused_matches_reference_float32_at_gpt2_vocab():
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 40, 16)  # [B, T, C]
+    weight = torch.randn(50257, 16) * 0.3
+    targets = torch.randint(0, 50257, (2, 40))
+    targets[1, 30:] = -100
+    want = loss_and_grads(reference, hidden, weight, targets)
+    got = loss_and_grads(fused, hidden, weight, targets)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[1], want[1], rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(got[2], want[2], rtol=1e-4, atol=1e-8)
+
+
+def test_gradcheck_and_scaled_upstream_gradient():
+    torch.manual_seed(1)
+    hidden = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    targets = torch.tensor([0, 6, -100, 3, 3])
+    assert torch.autograd.gradcheck(
+        lambda h, w: LinearCrossEntropy.apply(h, w, targets, -100), (hidden, weight)
+    )
+    # an upstream gradient other than 1 (gradient accumulation divides the loss)
+    want = loss_and_grads(reference, hidden.detach(), weight.detach(), targets, scale=0.25)
+    got = loss_and_grads(fused, hidden.detach(), weight.detach(), targets, scale=0.25)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_all_ignored_gives_nan_loss_and_zero_grads_like_reference():
+    hidden, weight = torch.randn(4, 3), torch.randn(5, 3)
+    targets = torch.full((4,), -100)
+    want = loss_and_grads(reference, hidden, weight, targets)
+    got = loss_and_grads(fused, hidden, weight, targets)
+    assert torch.isnan(want[0]) and torch.isnan(got[0])
+    torch.testing.assert_close(got[1], want[1])
+    torch.testing.assert_close(got[2], want[2])
+    assert not got[2].any()
+
+
+def test_no_grad_and_weight_only_grad():
+    torch.manual_seed(2)
+    hidden, weight = torch.randn(6, 4), torch.randn(9, 4)
+    targets = torch.randint(0, 9, (6,))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            fused(hidden, weight, targets), reference(hidden, weight, targets)
+        )
+    w1, w2 = weight.clone().requires_grad_(), weight.clone().requires_grad_()
+    fused(hidden, w1, targets).backward()
+    reference(hidden, w2, targets).backward()
+    torch.testing.assert_close(w1.grad, w2.grad)
+
+
+def test_bad_targets_and_unsupported_inputs_are_named():
+    hidden, weight = torch.randn(3, 4), torch.randn(5, 4)
+    with pytest.raises(IndexError, match="target 5 is outside the vocabulary 0..4"):
+        fused(hidden, weight, torch.tensor([0, 5, 1]))
+    with pytest.raises(IndexError, match="target -3"):
+        fused(hidden, weight, torch.tensor([0, -3, 1]))
+    with pytest.raises(ValueError, match="does not match"):
+        fused(hidden, weight, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="float32/float64"):
+        fused(hidden.bfloat16(), weight.bfloat16(), torch.tensor([0, 1, 2]))
+    # the automatic choice falls back to the reference where the fused path does not run
+    loss = linear_cross_entropy(hidden.bfloat16(), weight.bfloat16(), torch.tensor([0, 1, 2]))
+    assert loss.dtype == torch.float32
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_gpt_forward_with_targets_equals_logits_then_cross_entropy(tie):
+    cfg = ModelConfig(
+        vocab_size=97, context_length=16, n_embd=32, n_layer=2, n_head=4, dropout=0.0,
+        tie_embeddings=tie,
+    )  # fmt: skip
+    torch.manual_seed(3)
+    model = GPTModel(cfg)
+    idx = torch.randint(0, 97, (3, 16))
+    targets = torch.randint(0, 97, (3, 16))
+    targets[2, :5] = -100
+
+    loss = model(idx, targets=targets)
+    loss.backward()
+    got = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    logits = model(idx)
+    want_loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+    want_loss.backward()
+    torch.testing.assert_close(loss, want_loss)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(got[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
