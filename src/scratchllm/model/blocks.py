@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from scratchllm.model.activations import gelu
 from scratchllm.model.attention import Rope, make_attention
 from scratchllm.model.config import ModelConfig
 from scratchllm.model.kv_cache import KVCache
@@ -23,7 +22,7 @@ class GELUMLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # x: [B, T, C] -> [B, T, hidden] -> [B, T, C]
-        return self.down_proj(gelu(self.up_proj(x), approximate=self.approximate))
+        return self.down_proj(F.gelu(self.up_proj(x), approximate=self.approximate))
 
 
 class SwiGLUMLP(nn.Module):
