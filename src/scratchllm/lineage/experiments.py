@@ -17,6 +17,7 @@ import json
 import math
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +48,11 @@ TRANSFORMER: dict[str, Any] = dict(
 BETA2 = 0.95  # Adam beta2 for both models
 GRU, TRANSFORMER_LABEL = "GRU + additive attention", "encoder-decoder Transformer"
 MODEL_KEYS = {"gru": GRU, "transformer": TRANSFORMER_LABEL}  # --models names
-# Label smoothing of each model's training loss. The Transformer uses the 2017 paper's
-# eps = 0.1 (chosen by the screening in docs/lineage.md); the GRU trains on plain cross-entropy.
-LABEL_SMOOTHING: dict[str, float] = {GRU: 0.0, TRANSFORMER_LABEL: 0.1}
+# Label smoothing values of each model's training loss, searched like the learning rate: every
+# model runs at every value, and each model is reported at its best (learning rate, label
+# smoothing) grid point. The same grid for both models: plain cross-entropy and the 2017
+# Transformer's eps = 0.1 (docs/lineage.md).
+LABEL_SMOOTHING: dict[str, tuple[float, ...]] = {GRU: (0.0, 0.1), TRANSFORMER_LABEL: (0.0, 0.1)}
 
 
 def _seq2seq_train_config(
@@ -105,20 +108,27 @@ def run_seq2seq(
     beta2: float = BETA2,
     seeds: list[int] | None = None,
     transformer: dict[str, Any] | None = None,
-    label_smoothing: dict[str, float] | None = None,
+    label_smoothing: dict[str, float | Sequence[float]] | None = None,
     models: list[str] | None = None,
     heatmap: bool = True,
 ) -> list[dict[str, Any]]:
-    """Every task x model x learning rate x seed. For one seed both models get the same init
-    seed, training batches, schedule and held-out pairs (seed s: `torch.manual_seed(s)`, data
-    seed s in `train_seq2seq`). `label_smoothing` overrides LABEL_SMOOTHING per model label;
-    `models` (labels) runs only those models, with the same init and data as in a full run."""
-    smoothing = LABEL_SMOOTHING | (label_smoothing or {})
+    """Every task x model x label smoothing x learning rate x seed. For one seed both models get
+    the same init seed, training batches, schedule and held-out pairs (seed s:
+    `torch.manual_seed(s)`, data seed s in `train_seq2seq`), so a run's result does not depend
+    on which other runs share the command. `label_smoothing` overrides LABEL_SMOOTHING per model
+    label (one value or several); `models` (labels) runs only those models."""
+    smoothing = {
+        label: (eps,) if isinstance(eps, int | float) else tuple(eps)
+        for label, eps in (LABEL_SMOOTHING | (label_smoothing or {})).items()
+    }
     rows = []
     for name in tasks or list(TASKS):
         task = make_task(name, min_len, max_len)
         labels = [m for m in _models(task, transformer) if models is None or m in models]
-        for label, lr, seed in [(m, lr, s) for m in labels for lr in lrs for s in seeds or [0]]:
+        grid = [
+            (m, e, lr, s) for m in labels for e in smoothing[m] for lr in lrs for s in seeds or [0]
+        ]
+        for label, eps, lr, seed in grid:
             torch.manual_seed(seed)
             model = _models(task, transformer)[label]
             report = train_seq2seq(
@@ -128,7 +138,7 @@ def run_seq2seq(
                 eval_every=eval_every,
                 target=0.95,
                 seed=seed,
-                label_smoothing=smoothing[label],
+                label_smoothing=eps,
             )
             n_params = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
             rows.append(
@@ -139,14 +149,15 @@ def run_seq2seq(
                     params=n_params,
                     lr=lr,
                     seed=seed,
-                    label_smoothing=smoothing[label],
+                    label_smoothing=eps,
                     steps=report.reached_target_at,
                     seconds=round(report.seconds, 1),
                     accuracy=report.accuracy,
                 )
             )
             print(json.dumps(rows[-1]), flush=True)
-            last = heatmap and lr == lrs[-1] and seed == (seeds or [0])[0]
+            first_eps = eps == smoothing[label][0]
+            last = heatmap and first_eps and lr == lrs[-1] and seed == (seeds or [0])[0]
             if isinstance(model, RNNSeq2Seq) and name == "translate" and last:
                 _heatmap(model, task, out / "rnn_attention_translate.png")
     return rows
@@ -158,16 +169,16 @@ def median_steps(steps: list[int | None]) -> float:
 
 
 def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per task and model: the learning rate with the lowest median steps over seeds."""
-    groups: dict[tuple[str, str, str], dict[float, list[dict[str, Any]]]] = {}
+    """Per task and model: the grid point (learning rate, label smoothing) with the lowest median
+    steps over seeds; a tie goes to the lower learning rate, then the lower label smoothing."""
+    groups: dict[tuple[str, str, str], dict[tuple[float, float], list[dict[str, Any]]]] = {}
     for r in rows:
-        groups.setdefault((r["task"], r["lengths"], r["model"]), {}).setdefault(r["lr"], []).append(
-            r
-        )
+        point = (r["lr"], r.get("label_smoothing", 0.0))
+        groups.setdefault((r["task"], r["lengths"], r["model"]), {}).setdefault(point, []).append(r)
     best = []
-    for (task, lengths, model), by_lr in groups.items():
-        lr, runs = min(
-            by_lr.items(), key=lambda kv: (median_steps([r["steps"] for r in kv[1]]), kv[0])
+    for (task, lengths, model), by_point in groups.items():
+        (lr, eps), runs = min(
+            by_point.items(), key=lambda kv: (median_steps([r["steps"] for r in kv[1]]), kv[0])
         )
         steps = [r["steps"] for r in runs]
         best.append(
@@ -176,11 +187,17 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 lengths=lengths,
                 model=model,
                 lr=lr,
+                label_smoothing=eps,
                 steps=steps,
                 median=median_steps(steps),
             )
         )
     return best
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    """'0,0.1' -> (0.0, 0.1): a comma-separated list of numbers (one or more)."""
+    return tuple(float(x) for x in text.split(","))
 
 
 def _fmt_steps(x: float | None) -> str:
@@ -326,15 +343,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument(
         "--transformer-label-smoothing",
-        type=float,
+        type=_floats,
         default=LABEL_SMOOTHING[TRANSFORMER_LABEL],
-        help="label smoothing of the Transformer's loss (0: plain cross-entropy, as before)",
+        help="label smoothing values of the Transformer's loss to try, comma-separated "
+        "(0: plain cross-entropy)",
     )
     p.add_argument(
         "--gru-label-smoothing",
-        type=float,
+        type=_floats,
         default=LABEL_SMOOTHING[GRU],
-        help="label smoothing of the GRU's loss",
+        help="label smoothing values of the GRU's loss to try, comma-separated",
     )
     p.add_argument(
         "--models",
@@ -377,24 +395,26 @@ def main(argv: list[str] | None = None) -> None:
             heatmap=not args.no_heatmap,
         )
         print(
-            "\n| task | lengths | model | params | lr | seed | steps to 95% | seconds | exact match |"
+            "\n| task | lengths | model | params | label smoothing | lr | seed | steps to 95% "
+            "| seconds | exact match |"
         )
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             print(
-                f"| {r['task']} | {r['lengths']} | {r['model']} | {r['params']:,} | {r['lr']:g} | "
-                f"{r['seed']} | {_fmt_steps(r['steps'])} | {r['seconds']} | "
-                f"{100 * r['accuracy']:.1f}% |"
+                f"| {r['task']} | {r['lengths']} | {r['model']} | {r['params']:,} | "
+                f"{r['label_smoothing']:g} | {r['lr']:g} | {r['seed']} | "
+                f"{_fmt_steps(r['steps'])} | {r['seconds']} | {100 * r['accuracy']:.1f}% |"
             )
-        print("\nBest learning rate of each model (median steps to 95% over the seeds):\n")
+        print("\nBest grid point of each model (median steps to 95% over the seeds):\n")
         print(
-            "| task | lengths | model | lr | steps per seed | median |\n|---|---|---|---|---|---|"
+            "| task | lengths | model | label smoothing | lr | steps per seed | median |\n"
+            "|---|---|---|---|---|---|---|"
         )
         for b in summarize(rows):
             per_seed = ", ".join(_fmt_steps(s) for s in b["steps"])
             print(
-                f"| {b['task']} | {b['lengths']} | {b['model']} | {b['lr']:g} | {per_seed} | "
-                f"{_fmt_steps(b['median'])} |"
+                f"| {b['task']} | {b['lengths']} | {b['model']} | {b['label_smoothing']:g} | "
+                f"{b['lr']:g} | {per_seed} | {_fmt_steps(b['median'])} |"
             )
     else:
         run_compare(args.data, out, args.w2v_steps, args.gpt_steps)
