@@ -1,6 +1,6 @@
 """Training-step throughput: scratchllm's GPT against transformers' GPT2LMHeadModel.
 
-Same shape, batch, precision (fp32) and attention kernel (SDPA), same optimizer (AdamW), measured in
+Same shape, batch, precision (fp32) and attention kernel (SDPA), same optimizer (fused AdamW), measured in
 one process, alternating, median of several repetitions. Prints tokens/s and the ratio.
 
     python bench/train.py                       # gpt2-small, batch 4, context 256 (slow on CPU)
@@ -137,7 +137,12 @@ def main() -> None:
     x = torch.randint(0, cfg.vocab_size, (args.batch, args.context))
     y = torch.randint(0, cfg.vocab_size, (args.batch, args.context))
     contenders = {
-        "transformers GPT2LMHeadModel": (hf_step, hf, torch.optim.AdamW(hf.parameters(), lr=1e-4)),
+        # fused AdamW for every contender: transformers' Trainer defaults to it (torch >= 2.8)
+        "transformers GPT2LMHeadModel": (
+            hf_step,
+            hf,
+            torch.optim.AdamW(hf.parameters(), lr=1e-4, fused=True),
+        ),
         "scratchllm GPTModel": (
             ours_step,
             ours,

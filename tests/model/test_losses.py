@@ -143,3 +143,22 @@ def test_gpt_forward_with_targets_equals_logits_then_cross_entropy(tie):
     torch.testing.assert_close(loss, want_loss)
     for name, p in model.named_parameters():
         torch.testing.assert_close(got[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_scratch_buffer_is_reused_grown_and_released():
+    from scratchllm.model import losses
+
+    torch.manual_seed(4)
+    weight = torch.randn(11, 6)
+    losses.release_scratch()
+    for n in (40, 5, 64):  # grows, is reused by a smaller call, grows again
+        hidden = torch.randn(n, 6)
+        targets = torch.randint(0, 11, (n,))
+        want = loss_and_grads(reference, hidden, weight, targets)
+        got = loss_and_grads(fused, hidden, weight, targets)
+        for a, b in zip(got, want, strict=True):
+            torch.testing.assert_close(a, b)
+    held = losses._local.buffers[(torch.float32, torch.device("cpu"))]
+    assert held.numel() == 64 * 64  # 64 rows, 11 padded to 64
+    losses.release_scratch()
+    assert "buffers" not in losses._local.__dict__

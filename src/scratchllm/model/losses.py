@@ -13,11 +13,13 @@ them, then the backward of each step in turn: several passes over a tensor of N 
   4. and multiplies that by the weight and the hidden states: d loss / d hidden and
      d loss / d weight.
 backward only scales the two saved gradients by the incoming one. Same mathematics, fewer passes
-over memory. It is used on CPU in float32/float64 (`linear_cross_entropy(fused=None)`); elsewhere
+over memory. The logits buffer is kept between calls (`release_scratch` frees it). It is used on CPU in float32/float64 (`linear_cross_entropy(fused=None)`); elsewhere
 the reference runs, where a GPU and `torch.compile` already fuse the softmax.
 """
 
 from __future__ import annotations
+
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +41,29 @@ def linear_cross_entropy_reference(
     return F.cross_entropy(logits, targets.flatten(), ignore_index=ignore_index)
 
 
+_local = threading.local()
+
+
+def _scratch(numel: int, like: Tensor) -> Tensor:
+    """A reused scratch buffer of at least `numel` elements (one per thread, dtype and device).
+
+    The logits of a GPT-2 step are hundreds of MB; a fresh buffer of that size costs ~0.1 s a step
+    in page faults alone, because the C allocator returns such blocks to the OS when freed.
+    """
+    buffers = _local.__dict__.setdefault("buffers", {})
+    key = (like.dtype, like.device)
+    buf = buffers.get(key)
+    if buf is None or buf.numel() < numel:
+        buffers.pop(key, None)  # free the old one first
+        buf = buffers[key] = like.new_empty(numel)
+    return buf[:numel]
+
+
+def release_scratch() -> None:
+    """Free this thread's scratch buffers (they are otherwise kept for the next call)."""
+    _local.__dict__.pop("buffers", None)
+
+
 class LinearCrossEntropy(torch.autograd.Function):
     """Fused `cross_entropy(hidden @ weight.T, targets)`: hidden [N, C], weight [V, C],
     targets [N] -> mean loss over the targets that are not `ignore_index`."""
@@ -47,7 +72,7 @@ class LinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, hidden: Tensor, weight: Tensor, targets: Tensor, ignore_index: int) -> Tensor:
         n, vocab = hidden.shape[0], weight.shape[0]
         padded = -(-vocab // ROW_ALIGN) * ROW_ALIGN
-        logits = hidden.new_empty(n, padded)[:, :vocab]  # [N, V], row stride `padded`
+        logits = _scratch(n * padded, hidden).view(n, padded)[:, :vocab]  # [N, V], stride `padded`
         torch.mm(hidden, weight.t(), out=logits)
 
         valid = targets != ignore_index  # [N]
