@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scratchllm.model.attention import attention_bias
@@ -18,7 +17,7 @@ from scratchllm.model.blocks import TransformerBlock
 from scratchllm.model.config import ModelConfig
 from scratchllm.model.embeddings import Embeddings, rope_cos_sin
 from scratchllm.model.kv_cache import KVCache
-from scratchllm.model.losses import linear_cross_entropy
+from scratchllm.model.losses import linear_cross_entropy, logits_cross_entropy
 from scratchllm.model.norms import RMSNorm, make_norm
 from scratchllm.model.params import adamw_param_groups, count_parameters
 
@@ -184,8 +183,7 @@ class GPTModel(nn.Module):
             return self.lm_head(hidden)  # [B, T, V]
         if type(self.lm_head) is nn.Linear:  # not wrapped, e.g. by LoRA
             return linear_cross_entropy(hidden, self.lm_head.weight, targets)
-        logits = self.lm_head(hidden)  # [B, T, V]
-        return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+        return logits_cross_entropy(self.lm_head(hidden), targets)
 
     def num_parameters(self, non_embedding: bool = False) -> int:
         return count_parameters(self, non_embedding=non_embedding)

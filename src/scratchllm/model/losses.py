@@ -30,15 +30,23 @@ ROW_BLOCK = 32  # rows of logits turned into gradients at a time (32 x 50,304 fl
 ROW_ALIGN = 64  # logits rows padded to a multiple of this many elements
 
 
+def logits_cross_entropy(
+    logits: Tensor, targets: Tensor, ignore_index: int = IGNORE_INDEX
+) -> Tensor:
+    """Mean cross-entropy of logits [..., V] against targets [...] (`ignore_index` left out),
+    with the softmax in float32 for bf16/fp16 logits."""
+    logits = logits.flatten(0, -2)  # [N, V]
+    if logits.dtype != torch.float64:
+        logits = logits.float()
+    return F.cross_entropy(logits, targets.flatten(), ignore_index=ignore_index)
+
+
 def linear_cross_entropy_reference(
     hidden: Tensor, weight: Tensor, targets: Tensor, ignore_index: int = IGNORE_INDEX
 ) -> Tensor:
     """Mean cross-entropy of `hidden @ weight.T` against `targets` (positions equal to
     `ignore_index` left out): hidden [..., C], weight [V, C], targets [...] -> scalar."""
-    logits = F.linear(hidden, weight).flatten(0, -2)  # [N, V]
-    if logits.dtype != torch.float64:
-        logits = logits.float()  # bf16/fp16 logits: the softmax in float32
-    return F.cross_entropy(logits, targets.flatten(), ignore_index=ignore_index)
+    return logits_cross_entropy(F.linear(hidden, weight), targets, ignore_index)
 
 
 _local = threading.local()

@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from scratchllm.errors import ConfigError
+from scratchllm.model.losses import logits_cross_entropy
 from scratchllm.train import checkpoint as ckpt
 from scratchllm.train.config import TrainConfig
 from scratchllm.train.distributed import (
@@ -55,14 +55,13 @@ def next_token_loss(model: nn.Module, batch: Any) -> tuple[torch.Tensor, int]:
     """Mean cross-entropy of predicting ``targets`` (inputs shifted by one); -100 is ignored.
 
     A model that takes ``targets`` computes the loss itself, without keeping the logits (the fused
-    head of `model.losses`); any other model's logits go through F.cross_entropy here.
+    head of `model.losses`); any other model's logits go through `logits_cross_entropy` here.
     """
     inputs, targets = batch[0], batch[1]
     if computes_own_loss(model):
         loss = model(inputs, targets=targets)
     else:
-        logits = model(inputs)  # [B, T, V]
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+        loss = logits_cross_entropy(model(inputs), targets)  # logits [B, T, V]
     return loss, int((targets != -100).sum())
 
 
