@@ -20,10 +20,10 @@ from functools import partial
 from typing import Any, Protocol
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from scratchllm.errors import ConfigError
+from scratchllm.model.losses import logits_cross_entropy
 from scratchllm.train.config import TrainConfig
 from scratchllm.train.loop import Trainer
 
@@ -236,12 +236,7 @@ def seq2seq_loss(
     """
     src, src_mask, tgt_in, tgt_out = batch
     logits = model(src, tgt_in, src_mask=src_mask)  # [B, T, V]
-    loss = F.cross_entropy(
-        logits.flatten(0, 1).float(),
-        tgt_out.flatten(),
-        ignore_index=IGNORE_INDEX,
-        label_smoothing=label_smoothing,
-    )
+    loss = logits_cross_entropy(logits, tgt_out, IGNORE_INDEX, label_smoothing=label_smoothing)
     return loss, int((tgt_out != IGNORE_INDEX).sum())
 
 

@@ -31,14 +31,20 @@ ROW_ALIGN = 64  # logits rows padded to a multiple of this many elements
 
 
 def logits_cross_entropy(
-    logits: Tensor, targets: Tensor, ignore_index: int = IGNORE_INDEX
+    logits: Tensor,
+    targets: Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    *,
+    label_smoothing: float = 0.0,
 ) -> Tensor:
     """Mean cross-entropy of logits [..., V] against targets [...] (`ignore_index` left out),
-    with the softmax in float32 for bf16/fp16 logits."""
+    with the softmax in float32 for bf16/fp16 logits; `label_smoothing` as in F.cross_entropy."""
     logits = logits.flatten(0, -2)  # [N, V]
     if logits.dtype != torch.float64:
         logits = logits.float()
-    return F.cross_entropy(logits, targets.flatten(), ignore_index=ignore_index)
+    return F.cross_entropy(
+        logits, targets.flatten(), ignore_index=ignore_index, label_smoothing=label_smoothing
+    )
 
 
 def linear_cross_entropy_reference(
