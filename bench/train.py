@@ -172,11 +172,16 @@ def main() -> None:
         f"{args.preset}, batch {args.batch}, context {args.context}, fp32, "
         f"{torch.get_num_threads()} threads, median of {args.reps}x{args.steps} steps"
     )
-    print(f"| {'model':<45} | {'tokens/s':>10} | {'ratio':>6} |")
-    print(f"|{'-' * 47}|{'-' * 12}|{'-' * 8}|")
+    # ratio: of the median times; per repetition: each repetition's own ratio (the contenders ran
+    # back to back), whose spread shows how much the machine's noise moves it
+    hf_times = times["transformers GPT2LMHeadModel"]
+    print(f"| {'model':<45} | {'tokens/s':>10} | {'ratio':>6} | {'per repetition':>24} |")
+    print(f"|{'-' * 47}|{'-' * 12}|{'-' * 8}|{'-' * 26}|")
     for name, ts in times.items():
         rate = tokens / statistics.median(ts)
-        print(f"| {name:<45} | {rate:>10.1f} | {rate / base:>5.2f}x |")
+        paired = [h / t for h, t in zip(hf_times, ts, strict=True)]
+        spread = f"{statistics.median(paired):.2f}x ({min(paired):.2f}-{max(paired):.2f})"
+        print(f"| {name:<45} | {rate:>10.1f} | {rate / base:>5.2f}x | {spread:>24} |")
 
 
 if __name__ == "__main__":

@@ -162,3 +162,109 @@ def test_scratch_buffer_is_reused_grown_and_released():
     assert held.numel() == 64 * 64  # 64 rows, 11 padded to 64
     losses.release_scratch()
     assert "buffers" not in losses._local.__dict__
+
+
+def _tied_gpt(seed: int = 5) -> tuple[GPTModel, torch.Tensor, torch.Tensor]:
+    cfg = ModelConfig(
+        vocab_size=61, context_length=12, n_embd=16, n_layer=2, n_head=2, dropout=0.0,
+        tie_embeddings=True,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = GPTModel(cfg)
+    idx = torch.randint(0, 61, (3, 12))
+    idx[0, :4] = 7  # a repeated token: several rows of the lookup's gradient land on one row
+    targets = torch.randint(0, 61, (3, 12))
+    return model, idx, targets
+
+
+def _reference_grads(model, idx, targets, scale=1.0, times=1):
+    """Gradients of `times` backward passes of scale * loss, through logits + F.cross_entropy."""
+    ref = GPTModel(model.cfg)
+    ref.load_state_dict(model.state_dict())
+    for _ in range(times):
+        logits = ref(idx)
+        (F.cross_entropy(logits.flatten(0, 1), targets.flatten()) * scale).backward()
+    return {n: p.grad for n, p in ref.named_parameters()}
+
+
+def test_tied_table_gradient_goes_through_the_link_and_the_kept_buffer():
+    from scratchllm.model import losses
+
+    losses.release_scratch()
+    model, idx, targets = _tied_gpt()
+    table = model.embed.wte.weight
+    assert model._links_tied_grads()
+    want = _reference_grads(model, idx, targets)
+    seen = set()
+    for _ in range(3):  # the usual loop: forward, backward, zero_grad(set_to_none=True)
+        model(idx, targets=targets).backward()
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(p.grad, want[name], rtol=1e-4, atol=1e-6, msg=name)
+        seen.add(table.grad.data_ptr())
+        model.zero_grad(set_to_none=True)
+    ((buf, _),) = [v for k, v in losses._local.grads.items() if k[2] == tuple(table.shape)]
+    assert seen == {buf.data_ptr()}  # autograd took the kept buffer as .grad, every step
+    losses.release_scratch()
+
+
+def test_a_gradient_someone_still_holds_is_never_overwritten():
+    model, idx, targets = _tied_gpt()
+    table = model.embed.wte.weight
+    model(idx, targets=targets).backward()
+    kept = table.grad  # e.g. logged, or kept across steps
+    first = kept.clone()
+    table.grad = None
+    model(idx, targets=targets * 0 + 3).backward()  # another loss: another gradient
+    torch.testing.assert_close(kept, first, rtol=0, atol=0)
+    assert table.grad.data_ptr() != kept.data_ptr()
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_accumulation_and_scaled_losses_match_the_reference(set_to_none):
+    model, idx, targets = _tied_gpt(seed=6)
+    want = _reference_grads(model, idx, targets, scale=0.5, times=3)
+    for _ in range(2):  # two optimizer-less "steps", each accumulating three micro-batches
+        model.zero_grad(set_to_none=set_to_none)
+        for _ in range(3):
+            (model(idx, targets=targets) * 0.5).backward()
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(p.grad, want[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_autograd_grad_and_frozen_table_go_the_plain_way():
+    model, idx, targets = _tied_gpt(seed=7)
+    table = model.embed.wte.weight
+    want = _reference_grads(model, idx, targets)
+    (got,) = torch.autograd.grad(model(idx, targets=targets), [table])
+    torch.testing.assert_close(got, want["embed.wte.weight"], rtol=1e-4, atol=1e-6)
+    table.requires_grad_(False)  # e.g. a frozen embedding while fine-tuning
+    assert not model._links_tied_grads()
+    model(idx, targets=targets).backward()
+    assert table.grad is None
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(p.grad, want[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_link_without_a_head_gradient_falls_back_to_the_plain_lookup():
+    from scratchllm.model.losses import TiedGradLink, linked_embedding
+
+    torch.manual_seed(8)
+    weight = torch.randn(9, 4, requires_grad=True)
+    idx = torch.tensor([[1, 3, 3], [0, 8, 1]])
+    upstream = torch.randn(2, 3, 4)
+    linked_embedding(weight, idx, TiedGradLink()).backward(upstream)  # nobody filled the link
+    got = weight.grad.clone()
+    weight.grad = None
+    F.embedding(idx, weight).backward(upstream)
+    torch.testing.assert_close(got, weight.grad)
+
+
+def test_a_retained_graph_gives_the_same_gradients_on_each_backward():
+    model, idx, targets = _tied_gpt(seed=9)
+    want = _reference_grads(model, idx, targets, scale=0.25, times=2)
+    loss = model(idx, targets=targets) * 0.25
+    loss.backward(retain_graph=True)  # the first hands out (and scales, links) its gradients
+    loss.backward()  # the second computes them again
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, want[name], rtol=1e-4, atol=1e-6, msg=name)

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from scratchllm.model.config import ModelConfig
+from scratchllm.model.losses import TiedGradLink, linked_embedding
 from scratchllm.model.norms import make_norm
 
 
@@ -96,10 +97,19 @@ class Embeddings(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(
-        self, idx: Tensor, positions: Tensor, token_type_ids: Tensor | None = None
+        self,
+        idx: Tensor,
+        positions: Tensor,
+        token_type_ids: Tensor | None = None,
+        *,
+        tied_grad_link: TiedGradLink | None = None,
     ) -> Tensor:
         # idx: [B, T] token ids; positions: [T] (shared) or [B, T] (per row) absolute positions
-        x = self.wte(idx)  # [B, T, C]
+        # tied_grad_link: from GPTModel when its head shares wte (model.losses.TiedGradLink)
+        if tied_grad_link is None:
+            x = self.wte(idx)  # [B, T, C]
+        else:
+            x = linked_embedding(self.wte.weight, idx, tied_grad_link)  # [B, T, C]
         if self.wpe is not None:
             x = x + self.wpe(positions).to(x.dtype)  # [T, C] or [B, T, C], broadcast to [B, T, C]
         if self.wtt is not None:

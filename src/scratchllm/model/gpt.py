@@ -17,7 +17,12 @@ from scratchllm.model.blocks import TransformerBlock
 from scratchllm.model.config import ModelConfig
 from scratchllm.model.embeddings import Embeddings, rope_cos_sin
 from scratchllm.model.kv_cache import KVCache
-from scratchllm.model.losses import linear_cross_entropy, logits_cross_entropy
+from scratchllm.model.losses import (
+    TiedGradLink,
+    fused_supported,
+    linear_cross_entropy,
+    logits_cross_entropy,
+)
 from scratchllm.model.norms import RMSNorm, make_norm
 from scratchllm.model.params import adamw_param_groups, count_parameters
 
@@ -125,13 +130,14 @@ class GPTModel(nn.Module):
         attention_mask: Tensor | None = None,
         kv_cache: KVCache | None = None,
         position_ids: Tensor | None = None,
+        tied_grad_link: TiedGradLink | None = None,
     ) -> Tensor:
         """Hidden states after the final norm: idx [B, T] -> [B, T, n_embd].
 
         attention_mask [B, cached + T]: 1 for real tokens, 0 for padding keys.
         With a kv_cache, idx holds only the new tokens; their positions start at its length.
         position_ids [T] or [B, T] overrides those positions, e.g. to count from each row's first
-        real token in a left-padded batch.
+        real token in a left-padded batch. tied_grad_link: internal, see `forward`.
         """
         start = 0 if kv_cache is None else kv_cache.length
         check_input(self.cfg, idx, start, attention_mask, position_ids)
@@ -140,7 +146,7 @@ class GPTModel(nn.Module):
         positions = position_ids  # [T] or [B, T]
         if positions is None:
             positions = torch.arange(start, start + idx.shape[1], device=idx.device)  # [T]
-        x = self.embed(idx, positions)  # [B, T, C]
+        x = self.embed(idx, positions, tied_grad_link=tied_grad_link)  # [B, T, C]
         rope = None
         if self.cfg.pos_emb == "rope":
             rope = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
@@ -176,14 +182,33 @@ class GPTModel(nn.Module):
         returns their mean cross-entropy instead: a scalar, computed without keeping the logits
         (`model.losses.linear_cross_entropy`, fused on CPU).
         """
+        fused_head = targets is not None and type(self.lm_head) is nn.Linear  # not wrapped (LoRA)
+        link = TiedGradLink() if fused_head and self._links_tied_grads() else None
         hidden = self.features(
-            idx, attention_mask=attention_mask, kv_cache=kv_cache, position_ids=position_ids
+            idx,
+            attention_mask=attention_mask,
+            kv_cache=kv_cache,
+            position_ids=position_ids,
+            tied_grad_link=link,
         )
         if targets is None:
             return self.lm_head(hidden)  # [B, T, V]
-        if type(self.lm_head) is nn.Linear:  # not wrapped, e.g. by LoRA
-            return linear_cross_entropy(hidden, self.lm_head.weight, targets)
+        if fused_head:
+            return linear_cross_entropy(hidden, self.lm_head.weight, targets, link=link)
         return logits_cross_entropy(self.lm_head(hidden), targets)
+
+    def _links_tied_grads(self) -> bool:
+        """Whether the fused loss hands the tied table's gradient to the token lookup
+        (`model.losses.TiedGradLink`): a shared plain table, the fused CPU path, eager mode."""
+        weight = self.lm_head.weight
+        return (
+            weight is self.embed.wte.weight
+            and type(self.embed.wte) is nn.Embedding
+            and weight.requires_grad
+            and torch.is_grad_enabled()
+            and fused_supported(weight, weight)
+            and not torch.compiler.is_compiling()
+        )
 
     def num_parameters(self, non_embedding: bool = False) -> int:
         return count_parameters(self, non_embedding=non_embedding)

@@ -13,8 +13,19 @@ them, then the backward of each step in turn: several passes over a tensor of N 
   4. and multiplies that by the weight and the hidden states: d loss / d hidden and
      d loss / d weight.
 backward only scales the two saved gradients by the incoming one. Same mathematics, fewer passes
-over memory. The logits buffer is kept between calls (`release_scratch` frees it). It is used on CPU in float32/float64 (`linear_cross_entropy(fused=None)`); elsewhere
+over memory. It is used on CPU in float32/float64 (`linear_cross_entropy(fused=None)`); elsewhere
 the reference runs, where a GPU and `torch.compile` already fuse the softmax.
+
+Memory. Tensors over 32 MB (the logits, and at GPT-2's size every [vocab, C] gradient) come
+straight from the operating system and go back to it when freed, so each fresh one is paid again
+in page faults (~0.1 s a step at gpt2-small). So:
+  * the logits buffer is kept between calls (`release_scratch` frees it);
+  * the weight's gradient is written into a kept buffer too, reused only while nothing else holds
+    its memory (after `zero_grad(set_to_none=True)` nothing does): autograd takes it as `.grad`
+    without copying;
+  * with a tied embedding (`TiedGradLink`), the token lookup's backward adds its few rows into
+    that gradient in place, instead of scattering them into a fresh [vocab, C] tensor of zeros
+    that autograd would then add to it.
 """
 
 from __future__ import annotations
@@ -73,62 +84,181 @@ def _scratch(numel: int, like: Tensor) -> Tensor:
     return buf[:numel]
 
 
+_storage_use_count = getattr(torch._C, "_storage_Use_Count", None)  # absent: never reuse
+
+
+def _storage_refs(t: Tensor) -> int:
+    """How many tensors share t's memory (+1 for the storage object made to ask)."""
+    return _storage_use_count(t.untyped_storage()._cdata)
+
+
+def _reusable_grad(shape: torch.Size, like: Tensor) -> Tensor:
+    """A kept [shape] buffer for a gradient that autograd will take as `.grad`.
+
+    It is reused only when this module holds the only reference to its memory, i.e. the `.grad`
+    made from it last time has been dropped (`zero_grad(set_to_none=True)`); otherwise (a
+    gradient kept for accumulation, or by the caller) a new buffer replaces it.
+    """
+    grads = _local.__dict__.setdefault("grads", {})
+    key = (like.dtype, like.device, tuple(shape))
+    kept = grads.get(key)
+    if kept is not None and _storage_use_count is not None:
+        buf, alone = kept
+        if _storage_refs(buf) == alone:
+            return buf
+    buf = like.new_empty(shape)
+    grads[key] = (buf, _storage_refs(buf) if _storage_use_count is not None else -1)
+    return buf
+
+
 def release_scratch() -> None:
-    """Free this thread's scratch buffers (they are otherwise kept for the next call)."""
+    """Free this thread's kept buffers (logits and gradients; otherwise kept for the next call)."""
     _local.__dict__.pop("buffers", None)
+    _local.__dict__.pop("grads", None)
+
+
+class TiedGradLink:
+    """Hands the output head's weight gradient to the token lookup of the same forward pass.
+
+    With tied embeddings the table gets two gradients: the head's (dense, [V, C]) and the
+    lookup's (a few rows). Autograd would scatter the rows into a fresh [V, C] tensor of zeros
+    and add the two. `linked_embedding` instead adds the rows into the head's gradient in place
+    (the loss's backward always runs before the lookup's, which sits upstream of it). One link
+    serves one forward pass.
+    """
+
+    def __init__(self) -> None:
+        self.head_grad: Tensor | None = None
+
+
+class LinkedEmbedding(torch.autograd.Function):
+    """`F.embedding(idx, weight)` whose weight gradient joins the head's through a TiedGradLink."""
+
+    @staticmethod
+    def forward(ctx, weight: Tensor, idx: Tensor, link: TiedGradLink) -> Tensor:
+        ctx.link, ctx.num_weights = link, weight.shape[0]
+        ctx.save_for_backward(idx)
+        return F.embedding(idx, weight)  # [..., C]
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        (idx,) = ctx.saved_tensors
+        rows = grad_out.reshape(-1, grad_out.shape[-1])  # [N, C]
+        head_grad, ctx.link.head_grad = ctx.link.head_grad, None
+        if head_grad is not None:  # the head's gradient, not yet accumulated: add in place
+            head_grad.index_add_(0, idx.reshape(-1), rows)
+            return None, None, None
+        grad = rows.new_zeros(ctx.num_weights, rows.shape[1])  # no head gradient: plain path
+        return grad.index_add_(0, idx.reshape(-1), rows), None, None
+
+
+def linked_embedding(weight: Tensor, idx: Tensor, link: TiedGradLink | None) -> Tensor:
+    """Token lookup weight[idx]; with a link, its gradient is added into the head's."""
+    if link is None:
+        return F.embedding(idx, weight)
+    return LinkedEmbedding.apply(weight, idx, link)
+
+
+def _fused_loss_and_grads(
+    hidden: Tensor,
+    weight: Tensor,
+    targets: Tensor,
+    ignore_index: int,
+    need_hidden: bool,
+    need_weight: bool,
+    weight_grad_out: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """The loss of `LinearCrossEntropy` and, as asked, its gradients for hidden and weight
+    (the weight's written into `weight_grad_out` when given)."""
+    n, vocab = hidden.shape[0], weight.shape[0]
+    padded = -(-vocab // ROW_ALIGN) * ROW_ALIGN
+    logits = _scratch(n * padded, hidden).view(n, padded)[:, :vocab]  # [N, V], stride `padded`
+    torch.mm(hidden, weight.t(), out=logits)
+
+    valid = targets != ignore_index  # [N]
+    safe = torch.where(valid, targets, 0)  # [N] an index that exists, for ignored rows too
+    if bool(((safe < 0) | (safe >= vocab)).any()):
+        bad = int(safe[(safe < 0) | (safe >= vocab)][0])
+        raise IndexError(f"target {bad} is outside the vocabulary 0..{vocab - 1}")
+    rows = torch.arange(n, device=hidden.device)
+    target_logit = logits[rows, safe]  # [N] (a copy, taken before the in-place steps)
+    count = valid.sum()
+    # d loss / d logits = (softmax - one_hot) * scale, with scale 1/count on counted rows
+    scale = valid.to(logits.dtype) / count.clamp(min=1)  # [N]
+    need_grad = need_hidden or need_weight
+
+    lse = torch.empty(n, dtype=logits.dtype, device=logits.device)  # [N] log-sum-exp
+    for start in range(0, n, ROW_BLOCK):
+        block = logits[start : start + ROW_BLOCK]  # [b, V] a view: changed in place
+        top = block.amax(dim=1, keepdim=True)  # [b, 1]
+        block.sub_(top).exp_()  # exp(logit - max), in (0, 1]
+        total = block.sum(dim=1, keepdim=True)  # [b, 1]
+        lse[start : start + ROW_BLOCK] = (top + total.log()).squeeze(1)
+        if need_grad:
+            block.mul_(scale[start : start + ROW_BLOCK, None] / total)  # softmax * scale
+    loss = ((lse - target_logit) * valid).sum() / count  # nan when nothing counts, as F's
+
+    grad_hidden = grad_weight = None
+    if need_grad:
+        logits[rows, safe] -= scale  # ignored rows have scale 0: unchanged
+        if need_hidden:
+            grad_hidden = logits @ weight  # [N, V] @ [V, C] -> [N, C]
+        if need_weight:  # [V, N] @ [N, C] -> [V, C]
+            if weight_grad_out is None:
+                grad_weight = logits.t() @ hidden
+            else:
+                grad_weight = torch.mm(logits.t(), hidden, out=weight_grad_out)
+    return loss, grad_hidden, grad_weight
 
 
 class LinearCrossEntropy(torch.autograd.Function):
     """Fused `cross_entropy(hidden @ weight.T, targets)`: hidden [N, C], weight [V, C],
-    targets [N] -> mean loss over the targets that are not `ignore_index`."""
+    targets [N] -> mean loss over the targets that are not `ignore_index`.
+
+    The gradients computed in forward are handed out once, by the first backward, which may
+    then change them in place (scaling, the tied lookup's rows). A later backward through a
+    retained graph (`retain_graph=True`, gradcheck) computes them again from the saved inputs.
+    """
 
     @staticmethod
-    def forward(ctx, hidden: Tensor, weight: Tensor, targets: Tensor, ignore_index: int) -> Tensor:
-        n, vocab = hidden.shape[0], weight.shape[0]
-        padded = -(-vocab // ROW_ALIGN) * ROW_ALIGN
-        logits = _scratch(n * padded, hidden).view(n, padded)[:, :vocab]  # [N, V], stride `padded`
-        torch.mm(hidden, weight.t(), out=logits)
-
-        valid = targets != ignore_index  # [N]
-        safe = torch.where(valid, targets, 0)  # [N] an index that exists, for ignored rows too
-        if bool(((safe < 0) | (safe >= vocab)).any()):
-            bad = int(safe[(safe < 0) | (safe >= vocab)][0])
-            raise IndexError(f"target {bad} is outside the vocabulary 0..{vocab - 1}")
-        rows = torch.arange(n, device=hidden.device)
-        target_logit = logits[rows, safe]  # [N] (a copy, taken before the in-place steps)
-        count = valid.sum()
-        # d loss / d logits = (softmax - one_hot) * scale, with scale 1/count on counted rows
-        scale = valid.to(logits.dtype) / count.clamp(min=1)  # [N]
-        need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-
-        lse = torch.empty(n, dtype=logits.dtype, device=logits.device)  # [N] log-sum-exp
-        for start in range(0, n, ROW_BLOCK):
-            block = logits[start : start + ROW_BLOCK]  # [b, V] a view: changed in place
-            top = block.amax(dim=1, keepdim=True)  # [b, 1]
-            block.sub_(top).exp_()  # exp(logit - max), in (0, 1]
-            total = block.sum(dim=1, keepdim=True)  # [b, 1]
-            lse[start : start + ROW_BLOCK] = (top + total.log()).squeeze(1)
-            if need_grad:
-                block.mul_(scale[start : start + ROW_BLOCK, None] / total)  # softmax * scale
-        loss = ((lse - target_logit) * valid).sum() / count  # nan when nothing counts, as F's
-
-        grad_hidden = grad_weight = None
-        if need_grad:
-            logits[rows, safe] -= scale  # ignored rows have scale 0: unchanged
-            if ctx.needs_input_grad[0]:
-                grad_hidden = logits @ weight  # [N, V] @ [V, C] -> [N, C]
-            if ctx.needs_input_grad[1]:
-                grad_weight = logits.t() @ hidden  # [V, N] @ [N, C] -> [V, C]
-        ctx.save_for_backward(grad_hidden, grad_weight)
+    def forward(
+        ctx,
+        hidden: Tensor,
+        weight: Tensor,
+        targets: Tensor,
+        ignore_index: int,
+        link: TiedGradLink | None = None,
+    ) -> Tensor:
+        need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        # the weight's gradient goes into a kept buffer; `.detach()` makes a new handle to it,
+        # which autograd can take as `.grad` without copying
+        out = _reusable_grad(weight.shape, weight) if need_weight else None
+        loss, grad_hidden, grad_weight = _fused_loss_and_grads(
+            hidden, weight, targets, ignore_index, need_hidden, need_weight, out
+        )
+        ctx.grads = (grad_hidden, None if grad_weight is None else grad_weight.detach())
+        ctx.save_for_backward(hidden, weight, targets)  # only for a second backward
+        ctx.ignore_index, ctx.link = ignore_index, link
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss: Tensor):
-        grad_hidden, grad_weight = ctx.saved_tensors
-        if not bool(grad_loss == 1):  # e.g. 1 / accumulation steps
-            grad_hidden = None if grad_hidden is None else grad_hidden * grad_loss
-            grad_weight = None if grad_weight is None else grad_weight * grad_loss
-        return grad_hidden, grad_weight, None, None
+        grads, ctx.grads = ctx.grads, None
+        if grads is None:  # a retained graph's second backward: compute them again
+            hidden, weight, targets = ctx.saved_tensors
+            _, grad_hidden, grad_weight = _fused_loss_and_grads(
+                hidden, weight, targets, ctx.ignore_index, *ctx.needs_input_grad[:2]
+            )
+        else:
+            grad_hidden, grad_weight = grads
+            if ctx.link is not None:
+                ctx.link.head_grad = grad_weight  # the tied lookup adds its rows into it
+        if not bool(grad_loss == 1):  # e.g. 1 / accumulation steps; they are ours: in place
+            grad_hidden = None if grad_hidden is None else grad_hidden.mul_(grad_loss)
+            grad_weight = None if grad_weight is None else grad_weight.mul_(grad_loss)
+        return grad_hidden, grad_weight, None, None, None
 
 
 def fused_supported(hidden: Tensor, weight: Tensor) -> bool:
@@ -149,12 +279,14 @@ def linear_cross_entropy(
     *,
     ignore_index: int = IGNORE_INDEX,
     fused: bool | None = None,
+    link: TiedGradLink | None = None,
 ) -> Tensor:
     """Mean cross-entropy of the logits `hidden @ weight.T` against `targets`.
 
     hidden [..., C], weight [V, C], targets [...] (same leading shape; `ignore_index` marks
     positions left out) -> scalar. `fused=None` picks the fused path where it is supported
-    (`fused_supported`), True demands it, False runs the reference.
+    (`fused_supported`), True demands it, False runs the reference. `link`: the TiedGradLink
+    given to the `linked_embedding` of the same forward pass (fused path only).
     """
     if hidden.shape[:-1] != targets.shape:
         raise ValueError(
@@ -170,4 +302,4 @@ def linear_cross_entropy(
             f"{hidden.dtype} on {hidden.device}"
         )
     flat = hidden.reshape(-1, hidden.shape[-1])  # [N, C]
-    return LinearCrossEntropy.apply(flat, weight, targets.reshape(-1), ignore_index)
+    return LinearCrossEntropy.apply(flat, weight, targets.reshape(-1), ignore_index, link)
