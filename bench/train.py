@@ -88,6 +88,16 @@ def ours_step(model, opt, x, y):
     opt.zero_grad(set_to_none=True)
 
 
+def fresh_memory_step(model, opt, x, y):
+    from scratchllm.model import losses
+
+    losses.REUSE_MEMORY = False  # a fresh [vocab, C] weight gradient, the plain tied lookup
+    try:
+        ours_step(model, opt, x, y)
+    finally:
+        losses.REUSE_MEMORY = True
+
+
 def logits_step(model, opt, x, y):
     logits = model(x)
     loss = F.cross_entropy(logits.flatten(0, 1), y.flatten())
@@ -128,6 +138,11 @@ def main() -> None:
         action="store_true",
         help="also time our model with the loss outside it (logits, then F.cross_entropy)",
     )
+    parser.add_argument(
+        "--fresh-memory",
+        action="store_true",
+        help="also time our model without its kept weight-gradient buffer and tied-gradient link",
+    )
     args = parser.parse_args()
     if args.tiny:
         args.preset, args.batch, args.context, args.steps, args.reps = "tiny", 4, 32, 2, 3
@@ -156,6 +171,9 @@ def main() -> None:
     if args.unfused:
         opt = torch.optim.AdamW(ours.parameters(), lr=1e-4, fused=True)
         contenders["scratchllm GPTModel, logits + F.cross_entropy"] = (logits_step, ours, opt)
+    if args.fresh_memory:
+        opt = torch.optim.AdamW(ours.parameters(), lr=1e-4, fused=True)
+        contenders["scratchllm GPTModel, fresh [V, C] buffers"] = (fresh_memory_step, ours, opt)
     if args.compile:
         compiled = torch.compile(ours)
         opt = torch.optim.AdamW(ours.parameters(), lr=1e-4, fused=True)

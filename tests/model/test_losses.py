@@ -268,3 +268,15 @@ def test_a_retained_graph_gives_the_same_gradients_on_each_backward():
     loss.backward()  # the second computes them again
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.grad, want[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_switching_memory_reuse_off_gives_the_same_gradients(monkeypatch):
+    from scratchllm.model import losses
+
+    model, idx, targets = _tied_gpt(seed=10)
+    want = _reference_grads(model, idx, targets)
+    monkeypatch.setattr(losses, "REUSE_MEMORY", False)  # what bench/train.py --fresh-memory does
+    assert not model._links_tied_grads()
+    model(idx, targets=targets).backward()
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, want[name], rtol=1e-4, atol=1e-6, msg=name)

@@ -328,7 +328,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="docs/lineage")
     p.add_argument("--max-steps", type=int, default=2000)
     p.add_argument("--eval-every", type=int, default=25)
-    p.add_argument("--lrs", default="1e-3,3e-3", help="peak learning rates to try, comma-separated")
+    p.add_argument(
+        "--lrs",
+        default="5e-4,1e-3,2e-3,3e-3,5e-3",
+        help="peak learning rates to try, comma-separated (both models)",
+    )
     p.add_argument("--tasks", default=",".join(TASKS), help="tasks to run, comma-separated")
     p.add_argument("--min-len", type=int, default=None, help="shortest source (reverse, sort)")
     p.add_argument("--max-len", type=int, default=None, help="longest source (reverse, sort)")

@@ -12,6 +12,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from scratchllm.model import losses
 from scratchllm.model.attention import attention_bias
 from scratchllm.model.blocks import TransformerBlock
 from scratchllm.model.config import ModelConfig
@@ -208,6 +209,7 @@ class GPTModel(nn.Module):
             and torch.is_grad_enabled()
             and fused_supported(weight, weight)
             and not torch.compiler.is_compiling()
+            and losses.REUSE_MEMORY
         )
 
     def num_parameters(self, non_embedding: bool = False) -> int:

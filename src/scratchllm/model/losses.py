@@ -85,6 +85,7 @@ def _scratch(numel: int, like: Tensor) -> Tensor:
 
 
 _storage_use_count = getattr(torch._C, "_storage_Use_Count", None)  # absent: never reuse
+REUSE_MEMORY = True  # False: a fresh weight gradient and no TiedGradLink (bench/train.py A/B)
 
 
 def _storage_refs(t: Tensor) -> int:
@@ -102,7 +103,7 @@ def _reusable_grad(shape: torch.Size, like: Tensor) -> Tensor:
     grads = _local.__dict__.setdefault("grads", {})
     key = (like.dtype, like.device, tuple(shape))
     kept = grads.get(key)
-    if kept is not None and _storage_use_count is not None:
+    if kept is not None and _storage_use_count is not None and REUSE_MEMORY:
         buf, alone = kept
         if _storage_refs(buf) == alone:
             return buf
