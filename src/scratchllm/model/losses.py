@@ -100,15 +100,15 @@ def _reusable_grad(shape: torch.Size, like: Tensor) -> Tensor:
     made from it last time has been dropped (`zero_grad(set_to_none=True)`); otherwise (a
     gradient kept for accumulation, or by the caller) a new buffer replaces it.
     """
+    if _storage_use_count is None or not REUSE_MEMORY:
+        return like.new_empty(shape)
     grads = _local.__dict__.setdefault("grads", {})
     key = (like.dtype, like.device, tuple(shape))
     kept = grads.get(key)
-    if kept is not None and _storage_use_count is not None and REUSE_MEMORY:
-        buf, alone = kept
-        if _storage_refs(buf) == alone:
-            return buf
+    if kept is not None and _storage_refs(kept[0]) == kept[1]:  # nobody else holds it
+        return kept[0]
     buf = like.new_empty(shape)
-    grads[key] = (buf, _storage_refs(buf) if _storage_use_count is not None else -1)
+    grads[key] = (buf, _storage_refs(buf))  # the count when only this module holds it
     return buf
 
 
@@ -155,10 +155,8 @@ class LinkedEmbedding(torch.autograd.Function):
         return grad.index_add_(0, idx.reshape(-1), rows), None, None
 
 
-def linked_embedding(weight: Tensor, idx: Tensor, link: TiedGradLink | None) -> Tensor:
-    """Token lookup weight[idx]; with a link, its gradient is added into the head's."""
-    if link is None:
-        return F.embedding(idx, weight)
+def linked_embedding(weight: Tensor, idx: Tensor, link: TiedGradLink) -> Tensor:
+    """Token lookup weight[idx] whose gradient is added into the head's (`TiedGradLink`)."""
     return LinkedEmbedding.apply(weight, idx, link)
 
 
