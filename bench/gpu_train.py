@@ -7,6 +7,11 @@ it is tested everywhere:
 
     python bench/gpu_train.py            # full size on CUDA; tiny on CPU
     python bench/gpu_train.py --tiny     # tiny anywhere
+    python bench/gpu_train.py --peak     # also measure the bf16 matmul peak, MFU against both
+
+Contenders (--contenders, comma list): transformers, ours, minimal (bench/train.py's hand-written
+GPT-2), ours-padded (ours with the head's matmul padded to a multiple of 64 rows and the logits
+cut back to the vocabulary: the same mathematics, aligned shapes).
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ import torch.nn.functional as F
 
 from scratchllm.model import GPTModel, get_preset
 from scratchllm.train.metrics import flops_per_token, peak_tflops
-from train import build_hf  # bench/train.py: the same transformers GPT-2 for the same config
+
+# bench/train.py: the same transformers GPT-2 (and hand-written one) for the same config
+from train import MinimalGPT2, build_hf
 
 
 def make_step(model, logits_of, device, amp_dtype):
@@ -35,6 +42,37 @@ def make_step(model, logits_of, device, amp_dtype):
         opt.zero_grad(set_to_none=True)
 
     return step
+
+
+class PaddedHead(torch.nn.Module):
+    """Our GPT with the head's matmul on a vocabulary padded to `multiple` rows of zeros, the
+    logits cut back to the vocabulary: the same mathematics on aligned shapes."""
+
+    def __init__(self, model: GPTModel, multiple: int = 64) -> None:
+        super().__init__()
+        self.model, self.multiple = model, multiple
+
+    def forward(self, x):
+        w = self.model.lm_head.weight  # [V, C]
+        pad = -w.shape[0] % self.multiple
+        return F.linear(self.model.features(x), F.pad(w, (0, 0, 0, pad)))[..., : w.shape[0]]
+
+
+def matmul_peak(device, n: int = 8192, reps: int = 10) -> float:
+    """Measured dense bf16 matmul rate in TFLOP/s (median of `reps` n x n x n products)."""
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        a @ b
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return 2 * n**3 / statistics.median(times) / 1e12
 
 
 def timed(step, x, y, n, device) -> float:
@@ -56,6 +94,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--peak", action="store_true", help="measure the bf16 matmul peak (CUDA)")
+    parser.add_argument("--contenders", default="transformers,ours", help="comma list (see top)")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     preset = "gpt2-small"
@@ -67,18 +107,30 @@ def main() -> None:
     torch.manual_seed(0)
     cfg = get_preset(preset, context_length=args.context, dropout=0.0)
     ours = GPTModel(cfg).to(device)
-    theirs = build_hf(cfg).to(device)
     compile_ = (lambda m: m) if args.no_compile else torch.compile
-    steps = {
-        "transformers GPT2LMHeadModel": make_step(
-            compile_(theirs), lambda m, x: m(input_ids=x).logits, device, amp_dtype
-        ),
-        "scratchllm GPTModel": make_step(compile_(ours), lambda m, x: m(x), device, amp_dtype),
+    makers = {
+        "transformers": lambda: (build_hf(cfg), lambda m, x: m(input_ids=x).logits),
+        "ours": lambda: (ours, lambda m, x: m(x)),
+        "minimal": lambda: (MinimalGPT2(cfg), lambda m, x: m(x)),
+        "ours-padded": lambda: (PaddedHead(GPTModel(cfg)), lambda m, x: m(x)),
     }
+    names = [n.strip() for n in args.contenders.split(",")]
+    unknown = sorted(set(names) - set(makers))
+    if unknown or "transformers" not in names:
+        parser.error(f"--contenders: unknown {unknown} (transformers must be one of them)")
+    steps = {}
+    for name in names:
+        model, logits_of = makers[name]()
+        steps[name] = make_step(compile_(model.to(device)), logits_of, device, amp_dtype)
     x = torch.randint(0, cfg.vocab_size, (args.batch, args.context), device=device)
     y = torch.randint(0, cfg.vocab_size, (args.batch, args.context), device=device)
-    for step in steps.values():  # compile and warm up
+    peak_measured = matmul_peak(device) if args.peak and device.type == "cuda" else None
+    if peak_measured:
+        print(f"measured bf16 matmul peak: {peak_measured:.0f} TFLOP/s (8192^3, median of 10)")
+    for name, step in steps.items():  # compile and warm up
+        start = time.perf_counter()
         timed(step, x, y, 2, device)
+        print(f"{name}: compiled and warmed up in {time.perf_counter() - start:.0f} s", flush=True)
     times = {name: [] for name in steps}
     for _ in range(args.reps):
         for name, step in steps.items():
@@ -93,13 +145,23 @@ def main() -> None:
         f"{'bf16' if amp_dtype else 'fp32'}, compiled={not args.no_compile}, "
         f"median of {args.reps}x{args.steps} steps"
     )
-    base = tokens / statistics.median(times["transformers GPT2LMHeadModel"])
-    print(f"| {'model':<30} | {'tokens/s':>11} | {'MFU':>6} | {'ratio':>6} |")
-    print(f"|{'-' * 32}|{'-' * 13}|{'-' * 8}|{'-' * 8}|")
+    base = tokens / statistics.median(times["transformers"])
+
+    def mfu(rate: float, peak_tflops: float | None) -> str:
+        return f"{100 * rate * fpt / (peak_tflops * 1e12):5.1f}%" if peak_tflops else "n/a"
+
+    head = f"| {'model':<14} | {'tokens/s':>11} | {'MFU':>6} | {'MFU meas.':>9} | {'ratio':>6} |"
+    print(head)
+    print(f"|{'-' * 16}|{'-' * 13}|{'-' * 8}|{'-' * 11}|{'-' * 8}|")
     for label, ts in times.items():
         rate = tokens / statistics.median(ts)
-        mfu = f"{100 * rate * fpt / (peak * 1e12):5.1f}%" if peak else "   n/a"
-        print(f"| {label:<30} | {rate:>11,.0f} | {mfu:>6} | {rate / base:>5.2f}x |")
+        reps = ", ".join(f"{tokens / t:,.0f}" for t in ts)
+        print(
+            f"| {label:<14} | {rate:>11,.0f} | {mfu(rate, peak):>6} | "
+            f"{mfu(rate, peak_measured):>9} | {rate / base:>5.2f}x |  reps: {reps}"
+        )
+    print(f"MFU: 6N + 12LTC = {fpt / 1e6:.0f} MFLOP per token (N = {n_params:,}); against the")
+    print(f"datasheet peak ({peak or 'n/a'} TFLOP/s) and the measured one (--peak)")
 
 
 if __name__ == "__main__":
