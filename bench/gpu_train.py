@@ -10,18 +10,20 @@ it is tested everywhere:
     python bench/gpu_train.py --peak     # also measure the bf16 matmul peak, MFU against both
 
 Contenders (--contenders, comma list): transformers, ours, minimal (bench/train.py's hand-written
-GPT-2), ours-padded (ours with the head's matmul padded to a multiple of 64 rows and the logits
-cut back to the vocabulary: the same mathematics, aligned shapes).
+GPT-2), ours-unpadded (ours with the head's matmul on the odd 50,257 rows, GPTModel.pad_head off),
+ours-cudnn (ours with cuDNN's SDPA attention kernel). The loss is compiled with each model.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from scratchllm.model import GPTModel, get_preset
 from scratchllm.train.metrics import flops_per_token, peak_tflops
@@ -30,13 +32,25 @@ from scratchllm.train.metrics import flops_per_token, peak_tflops
 from train import MinimalGPT2, build_hf
 
 
-def make_step(model, logits_of, device, amp_dtype):
+class WithLoss(torch.nn.Module):
+    """model + cross-entropy in one module, so that torch.compile fuses the loss for everyone."""
+
+    def __init__(self, model, logits_of) -> None:
+        super().__init__()
+        self.model, self.logits_of = model, logits_of
+
+    def forward(self, x, y):
+        logits = self.logits_of(self.model, x)  # [B, T, V]
+        return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+
+
+def make_step(model, logits_of, device, amp_dtype, compile_, context=contextlib.nullcontext):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type in ("cuda", "cpu"))
+    loss_of = compile_(WithLoss(model, logits_of))
 
     def step(x, y):
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = logits_of(model, x)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+        with context(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            loss = loss_of(x, y)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -44,18 +58,9 @@ def make_step(model, logits_of, device, amp_dtype):
     return step
 
 
-class PaddedHead(torch.nn.Module):
-    """Our GPT with the head's matmul on a vocabulary padded to `multiple` rows of zeros, the
-    logits cut back to the vocabulary: the same mathematics on aligned shapes."""
-
-    def __init__(self, model: GPTModel, multiple: int = 64) -> None:
-        super().__init__()
-        self.model, self.multiple = model, multiple
-
-    def forward(self, x):
-        w = self.model.lm_head.weight  # [V, C]
-        pad = -w.shape[0] % self.multiple
-        return F.linear(self.model.features(x), F.pad(w, (0, 0, 0, pad)))[..., : w.shape[0]]
+def unpadded(model: GPTModel) -> GPTModel:
+    model.pad_head = False
+    return model
 
 
 def matmul_peak(device, n: int = 8192, reps: int = 10) -> float:
@@ -112,8 +117,10 @@ def main() -> None:
         "transformers": lambda: (build_hf(cfg), lambda m, x: m(input_ids=x).logits),
         "ours": lambda: (ours, lambda m, x: m(x)),
         "minimal": lambda: (MinimalGPT2(cfg), lambda m, x: m(x)),
-        "ours-padded": lambda: (PaddedHead(GPTModel(cfg)), lambda m, x: m(x)),
+        "ours-unpadded": lambda: (unpadded(GPTModel(cfg)), lambda m, x: m(x)),
+        "ours-cudnn": lambda: (GPTModel(cfg), lambda m, x: m(x)),
     }
+    contexts = {"ours-cudnn": lambda: sdpa_kernel([SDPBackend.CUDNN_ATTENTION])}
     names = [n.strip() for n in args.contenders.split(",")]
     unknown = sorted(set(names) - set(makers))
     if unknown or "transformers" not in names:
@@ -121,7 +128,8 @@ def main() -> None:
     steps = {}
     for name in names:
         model, logits_of = makers[name]()
-        steps[name] = make_step(compile_(model.to(device)), logits_of, device, amp_dtype)
+        context = contexts.get(name, contextlib.nullcontext)
+        steps[name] = make_step(model.to(device), logits_of, device, amp_dtype, compile_, context)
     x = torch.randint(0, cfg.vocab_size, (args.batch, args.context), device=device)
     y = torch.randint(0, cfg.vocab_size, (args.batch, args.context), device=device)
     peak_measured = matmul_peak(device) if args.peak and device.type == "cuda" else None
