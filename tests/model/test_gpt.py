@@ -189,3 +189,30 @@ def test_bad_position_ids():
         model(idx, position_ids=torch.tensor([0, 1, 64]))
     with pytest.raises(ValueError, match="position_ids shape"):
         model(idx, position_ids=torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("vocab", [300, 320])  # 300 pads to 320; 320 is already a multiple of 64
+def test_padded_head_gives_the_same_logits_and_gradients(vocab):
+    """GPTModel.head pads the head's matmul to a multiple of 64 rows (on by default on CUDA while
+    training): forced on here on CPU, logits, loss and every gradient match the plain head."""
+    cfg = get_preset("tiny", vocab_size=vocab)
+    torch.manual_seed(0)
+    plain, padded = GPTModel(cfg), GPTModel(cfg)
+    padded.load_state_dict(plain.state_dict())
+    plain.pad_head, padded.pad_head = False, True
+    x = torch.randint(0, vocab, (3, 17))
+    y = torch.randint(0, vocab, (3, 17))
+    losses = []
+    for model in (plain, padded):
+        logits = model(x)
+        assert logits.shape == (3, 17, vocab)
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y.flatten())
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(padded(x), plain(x), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-6, atol=1e-6)
+    for (name, p), q in zip(plain.named_parameters(), padded.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-7, msg=name)
+    assert tuple(padded.state_dict()["lm_head.weight"].shape) == (vocab, cfg.n_embd)  # unpadded
+    auto = GPTModel(cfg)  # pad_head None: off on CPU, so the logits are a plain tensor
+    assert auto(x).is_contiguous()

@@ -11,10 +11,17 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
 @pytest.mark.parametrize(
-    "script,args",
-    [("train.py", ["--tiny", "--minimal"]), ("gpu_train.py", ["--tiny", "--no-compile"])],
+    "script,args,ours",
+    [
+        ("train.py", ["--tiny", "--minimal"], "scratchllm GPTModel"),
+        (
+            "gpu_train.py",
+            ["--tiny", "--no-compile", "--contenders", "transformers,ours,minimal"],
+            "ours",
+        ),
+    ],
 )
-def test_training_benchmark_runs_tiny(script, args):
+def test_training_benchmark_runs_tiny(script, args, ours):
     proc = subprocess.run(
         [sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=300
     )
@@ -22,4 +29,15 @@ def test_training_benchmark_runs_tiny(script, args):
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
     assert any("transformers" in r and "1.00x" in r for r in rows)
     ratio = re.compile(r"\| +\d+\.\d\dx \|")  # the ratio column, e.g. "|  1.52x |"
-    assert any(r.startswith("| scratchllm GPTModel") and ratio.search(r) for r in rows)
+    assert any(r.startswith(f"| {ours} ") and ratio.search(r) for r in rows)
+
+
+def test_gpu_check_passes_on_cpu():
+    """bench/gpu_check.py (our GPT vs transformers, SDPA vs explicit attention, engine vs
+    generate) runs its checks at a small size without a GPU, and they pass."""
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "gpu_check.py")], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    oks = [line for line in proc.stdout.splitlines() if line.startswith("ok ")]
+    assert len(oks) == 7 and "all checks passed" in proc.stdout
