@@ -69,6 +69,9 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=None, help="default 256 (CUDA), 32 (CPU)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--no-hf", action="store_true", help="measure ours only")
+    ap.add_argument(
+        "--profile", action="store_true", help="also print a profiler table of one call of ours"
+    )
     args = ap.parse_args()
 
     cuda = torch.cuda.is_available() and args.device in ("auto", "cuda")
@@ -129,6 +132,24 @@ def main() -> None:
         base = rows[0][1]
         for name, tps in rows:
             print(f"{b:>5} {name:<26} {tps:>10.1f} {tps / base:>6.2f}x")
+        if args.profile:
+            profile(lambda p=lists: engine.generate(p, GREEDY, n), device)
+
+
+def profile(fn: Callable[[], object], device: torch.device, rows: int = 25) -> None:
+    """Where one (warm) call spends its time: the profiler's table, most device time first."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with torch_profile(activities=activities) as prof:
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=rows))
 
 
 if __name__ == "__main__":
