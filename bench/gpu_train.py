@@ -11,13 +11,15 @@ it is tested everywhere:
 
 Contenders (--contenders, comma list): transformers, ours, minimal (bench/train.py's hand-written
 GPT-2), ours-unpadded (ours with the head's matmul on the odd 50,257 rows, GPTModel.pad_head off),
-ours-cudnn (ours with cuDNN's SDPA attention kernel). The loss is compiled with each model.
+ours-cudnn (ours with cuDNN's SDPA attention kernel, chosen inside the compiled forward so that it
+is its own graph), ours-autotune (ours compiled with mode="max-autotune-no-cudagraphs": minutes of
+compiling), ours-graphs (mode="reduce-overhead": CUDA graphs). The loss is compiled with each model.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import functools
 import statistics
 import time
 
@@ -44,12 +46,27 @@ class WithLoss(torch.nn.Module):
         return F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
 
 
-def make_step(model, logits_of, device, amp_dtype, compile_, context=contextlib.nullcontext):
+class CudnnAttention(torch.nn.Module):
+    """A model whose SDPA calls may use only cuDNN's attention kernel (inside the traced code, so
+    that torch.compile makes a graph of its own rather than reusing another contender's)."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        if not x.is_cuda:  # cuDNN is a GPU library: the tiny CPU run uses the default kernels
+            return self.model(x)
+        with sdpa_kernel([SDPBackend.CUDNN_ATTENTION]):
+            return self.model(x)
+
+
+def make_step(model, logits_of, device, amp_dtype, compile_):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type in ("cuda", "cpu"))
     loss_of = compile_(WithLoss(model, logits_of))
 
     def step(x, y):
-        with context(), torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             loss = loss_of(x, y)
         loss.backward()
         opt.step()
@@ -118,9 +135,11 @@ def main() -> None:
         "ours": lambda: (ours, lambda m, x: m(x)),
         "minimal": lambda: (MinimalGPT2(cfg), lambda m, x: m(x)),
         "ours-unpadded": lambda: (unpadded(GPTModel(cfg)), lambda m, x: m(x)),
-        "ours-cudnn": lambda: (GPTModel(cfg), lambda m, x: m(x)),
+        "ours-cudnn": lambda: (CudnnAttention(GPTModel(cfg)), lambda m, x: m(x)),
+        "ours-autotune": lambda: (GPTModel(cfg), lambda m, x: m(x)),
+        "ours-graphs": lambda: (GPTModel(cfg), lambda m, x: m(x)),
     }
-    contexts = {"ours-cudnn": lambda: sdpa_kernel([SDPBackend.CUDNN_ATTENTION])}
+    modes = {"ours-autotune": "max-autotune-no-cudagraphs", "ours-graphs": "reduce-overhead"}
     names = [n.strip() for n in args.contenders.split(",")]
     unknown = sorted(set(names) - set(makers))
     if unknown or "transformers" not in names:
@@ -128,8 +147,10 @@ def main() -> None:
     steps = {}
     for name in names:
         model, logits_of = makers[name]()
-        context = contexts.get(name, contextlib.nullcontext)
-        steps[name] = make_step(model.to(device), logits_of, device, amp_dtype, compile_, context)
+        compiler = compile_
+        if name in modes and not args.no_compile:
+            compiler = functools.partial(torch.compile, mode=modes[name])
+        steps[name] = make_step(model.to(device), logits_of, device, amp_dtype, compiler)
     x = torch.randint(0, cfg.vocab_size, (args.batch, args.context), device=device)
     y = torch.randint(0, cfg.vocab_size, (args.batch, args.context), device=device)
     peak_measured = matmul_peak(device) if args.peak and device.type == "cuda" else None

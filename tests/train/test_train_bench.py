@@ -41,3 +41,22 @@ def test_gpu_check_passes_on_cpu():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     oks = [line for line in proc.stdout.splitlines() if line.startswith("ok ")]
     assert len(oks) == 7 and "all checks passed" in proc.stdout
+
+
+def test_gpu_session_script_asks_for_known_contenders():
+    """bench/gpu_session.sh (one device call) names contenders that bench/gpu_train.py knows:
+    run them at the tiny size on CPU."""
+    script = (BENCH / "gpu_session.sh").read_text(encoding="utf-8")
+    (names,) = re.findall(r"gpu_train\.py .*--contenders (\S+)", script)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "gpu_train.py"), "--tiny", "--no-compile", "--reps", "1"]
+        + ["--contenders", names],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for name in names.split(","):
+        assert re.search(rf"^\| {re.escape(name)} +\|", proc.stdout, flags=re.M), name
+    syntax = subprocess.run(["bash", "-n", str(BENCH / "gpu_session.sh")], capture_output=True)
+    assert syntax.returncode == 0, syntax.stderr
