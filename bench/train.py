@@ -67,6 +67,15 @@ class MinimalGPT2(torch.nn.Module):
             for _ in range(cfg.n_layer)
         )
         self.ln_f = nn.LayerNorm(c)
+        # GPT-2's initialisation, as ours and transformers' models have. With PyTorch's defaults
+        # (N(0, 1) embedding tables) the logits saturate, the head's gradients underflow, and
+        # after 15 steps AdamW's state held 9.3M subnormal floats; on an Intel Xeon the step went
+        # from 4 s to 27 s (3.6 s throughout with torch.set_flush_denormal(True)).
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, std=0.02)
+            if isinstance(module, nn.Linear):
+                nn.init.zeros_(module.bias)
 
     def forward(self, idx):
         b, t = idx.shape
