@@ -249,3 +249,44 @@ def test_column_major_linears_keep_values_and_decode_like_the_reference(model, t
     save_run(tmp_path / "run", converted, converted.cfg, tokenizer)  # saving makes it contiguous
     reloaded = load_run(tmp_path / "run").model.state_dict()
     assert all(torch.equal(reloaded[k], v) for k, v in before.items() if k in reloaded)
+
+
+def test_slot_cache_writes_one_column_per_slot_in_place(model):
+    """Each layer's cache is a tensor of its own, written one column per slot: a compiled step
+    then updates it in place. (Written through views of one [n_layer, ...] tensor, the compiled
+    graph rebuilt and copied back the whole cache every step; docs/benchmarks.md.)"""
+    from torch._functorch.aot_autograd import aot_module_simplified
+
+    from scratchllm.generation.cache import SlotKVCache
+    from scratchllm.generation.decode_step import decode_logits
+
+    cfg = model.cfg
+    cache = SlotKVCache(cfg, 3, 16)
+    assert all(t._base is None for t in cache.k + cache.v)  # not views of a shared tensor
+    cache.lengths.copy_(torch.tensor([0, 5, 9]))
+    before = [t.clone() for t in cache.k]
+    new = torch.randn(3, cfg.kv_heads, 1, cfg.head_dim)
+    cache.update(1, new, new)
+    changed = (cache.k[1] != before[1]).any(dim=(1, 3)).nonzero().tolist()  # [slot, column]
+    assert changed == [[0, 0], [1, 5], [2, 9]]
+    torch.testing.assert_close(cache.k[1][[0, 1, 2], :, [0, 5, 9]], new[:, :, 0])
+    assert all(torch.equal(cache.k[i], before[i]) for i in (0, 2) if i < cfg.n_layer)
+
+    # The traced step hands back each layer's cache as it was given (no [n_layer, ...] tensor).
+    shapes = []
+
+    def backend(gm, inputs):
+        def fw(graph, _):
+            out = next(n for n in graph.graph.nodes if n.op == "output")
+            shapes.extend(tuple(a.meta["val"].shape) for a in out.args[0] if "val" in a.meta)
+            return graph.forward
+
+        return aot_module_simplified(gm, inputs, fw_compiler=fw)
+
+    tokens = torch.zeros(3, dtype=torch.long)
+    cache.view_len = cache.max_len
+    with torch.no_grad():
+        torch.compile(decode_logits, backend=backend, dynamic=False)(model, cache, tokens)
+    layer_shape = tuple(cache.k[0].shape)
+    assert shapes.count(layer_shape) == 2 * cfg.n_layer  # every layer's k and v, nothing bigger
+    assert not any(len(s) == 5 for s in shapes)

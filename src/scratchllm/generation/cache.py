@@ -33,9 +33,12 @@ class SlotKVCache:
     ) -> None:
         if not 0 < max_len <= cfg.context_length:
             raise ValueError(f"max_len={max_len} must be in 1..{cfg.context_length}")
-        shape = (cfg.n_layer, slots, cfg.kv_heads, max_len, cfg.head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        shape = (slots, cfg.kv_heads, max_len, cfg.head_dim)
+        # One tensor per layer, not one [n_layer, ...] tensor: a compiled step then writes each
+        # layer's new column in place. Written through a view (k[layer] of one big tensor), the
+        # compiler rebuilt the whole cache every step (docs/benchmarks.md, "Generation").
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
         # Columns filled per slot; the next token of slot b goes to column lengths[b].
         self.lengths = torch.zeros(slots, dtype=torch.long, device=device)
         self.view_len = max_len  # columns the next decode step attends over (<= max_len)
@@ -45,11 +48,19 @@ class SlotKVCache:
 
     @property
     def max_len(self) -> int:
-        return self.k.shape[3]
+        return self.k[0].shape[2]
 
     @property
     def slots(self) -> int:
-        return self.k.shape[1]
+        return self.k[0].shape[0]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.k[0].dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.k[0].device
 
     # --- the protocol GPTModel uses during a forward pass ---------------------------------
 
@@ -66,11 +77,11 @@ class SlotKVCache:
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Write k, v [S, H_kv, 1, D] at each slot's column; return the viewed columns."""
-        index = self.lengths.view(-1, 1, 1, 1).expand_as(k)  # [S, H_kv, 1, D]
-        self.k[layer].scatter_(2, index, k)
-        self.v[layer].scatter_(2, index, v)
+        rows = torch.arange(self.slots, device=k.device)  # slot b writes column lengths[b]
+        self.k[layer][rows, :, self.lengths] = k[:, :, 0]  # [S, H_kv, D] (index_put_)
+        self.v[layer][rows, :, self.lengths] = v[:, :, 0]
         end = self.view_len
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # [S, H_kv, end, D]
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]  # [S, H_kv, end, D]
 
     def advance(self, n_new: int) -> None:
         """Lengths move in `DecodeBatch`, after it knows which slots are active."""
@@ -90,6 +101,7 @@ class SlotKVCache:
         t = k.shape[2]
         if t > self.max_len:
             raise ValueError(f"{t} prefilled positions do not fit max_len {self.max_len}")
-        self.k[:, slot, :, :t] = k
-        self.v[:, slot, :, :t] = v
+        for layer in range(len(self.k)):
+            self.k[layer][slot, :, :t] = k[layer]
+            self.v[layer][slot, :, :t] = v[layer]
         self.lengths[slot] = t

@@ -93,7 +93,7 @@ def make_step(model: nn.Module, cache: SlotKVCache, tokens: Tensor, mode: str) -
     """The decode step for ``mode`` on the cache's device (see the module docstring)."""
     if mode not in STEP_MODES:
         raise ValueError(f"step_mode must be one of {STEP_MODES}, got {mode!r}")
-    on_cuda = cache.k.is_cuda
+    on_cuda = cache.device.type == "cuda"
     if mode == "auto":
         mode = "cuda_graph" if on_cuda else "eager"
     elif mode == "cuda_graph" and not on_cuda:

@@ -183,7 +183,7 @@ class DecodeBatch:
             return
         idx, mask = left_pad([c for _, c in todo], device=self.device)  # [n, T]
         tmp = KVCache.for_config(
-            self.cfg, len(todo), idx.shape[1], device=self.device, dtype=self.cache.k.dtype
+            self.cfg, len(todo), idx.shape[1], device=self.device, dtype=self.cache.dtype
         )
         if len({len(c) for _, c in todo}) == 1:  # no padding: plain causal attention, no mask
             self.model.features(idx, kv_cache=tmp)

@@ -215,13 +215,14 @@ class GPTModel(nn.Module):
         training throughput with the loss computed eagerly, and no change with the loss compiled
         into the model (docs/benchmarks.md). Nothing is stored padded: checkpoints are unchanged.
         """
-        weight = self.lm_head.weight  # [V, C]
-        pad = -weight.shape[0] % HEAD_ROW_MULTIPLE
         on = self.pad_head
         if on is None:
             on = hidden.is_cuda and torch.is_grad_enabled()
-        if not (pad and on and type(self.lm_head) is nn.Linear and self.lm_head.bias is None):
+        plain = type(self.lm_head) is nn.Linear and self.lm_head.bias is None  # not LoRA, int8
+        pad = -self.cfg.vocab_size % HEAD_ROW_MULTIPLE
+        if not (on and plain and pad):
             return self.lm_head(hidden)
+        weight = self.lm_head.weight  # [V, C]
         padded = F.pad(weight, (0, 0, 0, pad))  # [V + pad, C], zero rows
         return F.linear(hidden, padded)[..., : weight.shape[0]]  # [B, T, V], a view
 
