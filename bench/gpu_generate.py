@@ -70,6 +70,12 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--no-hf", action="store_true", help="measure ours only")
     ap.add_argument(
+        "--step-mode",
+        default="auto",
+        choices=["auto", "eager", "compile", "cuda_graph"],
+        help="our decode step (auto: cuda_graph on CUDA, eager on CPU)",
+    )
+    ap.add_argument(
         "--profile", action="store_true", help="also print a profiler table of one call of ours"
     )
     args = ap.parse_args()
@@ -92,7 +98,7 @@ def main() -> None:
     hf.generation_config.pad_token_id = 0
     ours = gpt_from_gpt2(hf).eval().to(device, dtype)
     hf = hf.to(device, dtype)
-    engine = Engine(ours, StubTokenizer())  # step_mode auto: CUDA graph on CUDA, eager on CPU
+    engine = Engine(ours, StubTokenizer(), step_mode=args.step_mode)
 
     print(
         f"{size} {str(dtype).removeprefix('torch.')} on {device} "
