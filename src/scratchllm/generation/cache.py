@@ -41,6 +41,7 @@ class SlotKVCache:
         self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
         # Columns filled per slot; the next token of slot b goes to column lengths[b].
         self.lengths = torch.zeros(slots, dtype=torch.long, device=device)
+        self._rows = torch.arange(slots, device=device)  # slot b writes row b, column lengths[b]
         self.view_len = max_len  # columns the next decode step attends over (<= max_len)
         # Set by an eager decode step that knows every slot fills all `view_len` columns: the
         # mask then hides nothing and is left out (attention without a mask is much faster).
@@ -77,9 +78,8 @@ class SlotKVCache:
 
     def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         """Write k, v [S, H_kv, 1, D] at each slot's column; return the viewed columns."""
-        rows = torch.arange(self.slots, device=k.device)  # slot b writes column lengths[b]
-        self.k[layer][rows, :, self.lengths] = k[:, :, 0]  # [S, H_kv, D] (index_put_)
-        self.v[layer][rows, :, self.lengths] = v[:, :, 0]
+        self.k[layer][self._rows, :, self.lengths] = k[:, :, 0]  # [S, H_kv, D] (index_put_)
+        self.v[layer][self._rows, :, self.lengths] = v[:, :, 0]
         end = self.view_len
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]  # [S, H_kv, end, D]
 
