@@ -1,9 +1,9 @@
 """Correctness on a GPU, before timing anything there: our GPT against transformers' GPT-2 with
 the same weights, SDPA against the explicit attention, and our decoding engine (static cache,
 CUDA graph on CUDA) against transformers' greedy generate. Prints each figure and exits 1 if one
-is out of tolerance. Without a GPU it runs the same checks on CPU at a small size:
+is out of tolerance. Without a GPU it runs the same checks on CPU at a tiny size:
 
-    python bench/gpu_check.py                 # gpt2-small shape on CUDA; small on CPU
+    python bench/gpu_check.py                 # gpt2-small shape on CUDA; tiny on CPU
 """
 
 from __future__ import annotations
@@ -14,10 +14,8 @@ import sys
 
 import torch
 
-SHAPES = {
-    "gpt2-small": dict(n_embd=768, n_layer=12, n_head=12, n_positions=1024, vocab_size=50257),
-    "small": dict(n_embd=64, n_layer=2, n_head=4, n_positions=128, vocab_size=512),
-}
+# bench/gpu_generate.py: the same model sizes (transformers GPT2Config fields) and id decoder
+from gpu_generate import SIZES, StubTokenizer
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -26,7 +24,7 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--shape", choices=SHAPES, default=None)
+    ap.add_argument("--shape", choices=SIZES, default=None)
     args = ap.parse_args()
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -36,12 +34,11 @@ def main() -> int:
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
-    shape = args.shape or ("gpt2-small" if cuda else "small")
+    shape = args.shape or ("gpt2-small" if cuda else "tiny")
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 checks in true fp32
     torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(0)
-    bos = dict(bos_token_id=0, eos_token_id=0) if shape == "small" else {}
-    hf_cfg = GPT2Config(**SHAPES[shape], **bos, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+    hf_cfg = GPT2Config(**SIZES[shape], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
     hf_cfg._attn_implementation = "sdpa"
     hf = GPT2LMHeadModel(hf_cfg).eval()
     ours = gpt_from_gpt2(hf).eval().to(device)
@@ -103,13 +100,7 @@ def main() -> int:
     prompts = torch.randint(0, v, (3, 32), generator=torch.Generator().manual_seed(1))
     n = 48
 
-    class Ids:
-        eot_id = None
-
-        def decode_bytes(self, ids) -> bytes:
-            return bytes(i % 128 for i in ids)
-
-    engine = Engine(ours, Ids())
+    engine = Engine(ours, StubTokenizer())
     got = [c.token_ids for c in engine.generate(prompts.tolist(), GREEDY, n)]
     mode = engine._batch.step_mode if engine._batch is not None else "?"
     with torch.no_grad():
