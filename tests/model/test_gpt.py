@@ -216,3 +216,25 @@ def test_padded_head_gives_the_same_logits_and_gradients(vocab):
     assert tuple(padded.state_dict()["lm_head.weight"].shape) == (vocab, cfg.n_embd)  # unpadded
     auto = GPTModel(cfg)  # pad_head None: off on CPU, so the logits are a plain tensor
     assert auto(x).is_contiguous()
+
+
+def test_zero_dropout_adds_no_copies_to_the_compiled_training_graph():
+    # A p = 0 nn.Dropout in training mode traces to a clone of its input; the model uses an
+    # Identity instead, so the compiled forward has no copy ops at all.
+    from functorch.compile import make_boxed_func
+    from torch._dynamo.backends.common import aot_autograd
+
+    targets: list[str] = []
+
+    def record(gm, _example_inputs):
+        targets.extend(str(n.target) for n in gm.graph.nodes if n.op == "call_function")
+        return make_boxed_func(gm.forward)
+
+    torch.manual_seed(0)
+    model = GPTModel(get_preset("tiny", dropout=0.0)).train()
+    compiled = torch.compile(model, backend=aot_autograd(fw_compiler=record), fullgraph=True)
+    logits = compiled(torch.randint(0, model.cfg.vocab_size, (2, 16)))
+    logits.float().mean().backward()
+    torch._dynamo.reset()
+    assert targets, "the recording backend saw no graph"
+    assert not [t for t in targets if "clone" in t or "copy" in t]

@@ -68,7 +68,9 @@ class TransformerBlock(nn.Module):
         self.mlp = make_mlp(cfg) if mlp is None else mlp
         self.norm1 = make_norm(cfg)
         self.norm2 = make_norm(cfg)
-        self.drop = nn.Dropout(cfg.dropout)  # on each residual branch
+        # on each residual branch; at p = 0 an Identity, since a p = 0 Dropout still costs a copy
+        # of its input in a compiled training graph
+        self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
 
     def forward(
         self,

@@ -94,7 +94,7 @@ class Embeddings(nn.Module):
             self.wpe = SinusoidalPositionalEmbedding(cfg.n_embd)
         self.wtt = nn.Embedding(cfg.type_vocab_size, cfg.n_embd) if cfg.type_vocab_size else None
         self.norm = make_norm(cfg) if norm else None
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()  # see Block
 
     def forward(
         self,
