@@ -122,7 +122,11 @@ def attend(
         return weights @ v  # [B, H, T_q, D]
     if padding_mask is None and (t_q == t_k or not causal):
         # No explicit mask: the fused kernels (flash / memory-efficient) can run.
-        is_causal = causal and t_q > 1
+        # A branch, not `is_causal=causal and t_q > 1`: when the compiler makes T symbolic
+        # (a second length seen), that expression is a SymBool, which SDPA refuses.
+        is_causal = False
+        if causal and t_q > 1:
+            is_causal = True
         return F.scaled_dot_product_attention(
             q, k, v, dropout_p=dropout_p, is_causal=is_causal, scale=scale
         )
