@@ -7,6 +7,7 @@ import io
 import pytest
 
 from scratchllm.cli import main
+from scratchllm.errors import ConfigError
 from scratchllm.generation import GREEDY, Engine
 from scratchllm.generation.chat import ChatSession, PlainTemplate
 from scratchllm.train.checkpoint import save_run
@@ -129,3 +130,52 @@ def test_generate_on_a_missing_device_is_a_one_line_error(run_dir, capsys):
     code = main(["generate", "--run", str(run_dir), "--prompt", "x", "--device", "cuda"])
     err = capsys.readouterr().err
     assert code == 2 and "no CUDA device" in err and len(err.strip().splitlines()) == 1
+
+
+def test_chat_default_reply_budget_fits_a_small_context(make_model, tokenizer):
+    # No max_new_tokens: the reply may take up to half the context, and a long message gets
+    # the room that is left instead of an error.
+    model = make_model("tiny", context_length=64)  # byte tokens: "User: message 0" is 26
+    session = ChatSession(Engine(model, tokenizer), PlainTemplate(), sampling=GREEDY)
+    for turn in range(4):
+        "".join(session.reply(f"message {turn}"))
+        prompt = PlainTemplate().encode_prompt(tokenizer, session.messages[:-1])
+        assert len(prompt) + 32 <= 64
+    assert session.messages[-2]["content"] == "message 3"
+    session.reset()
+    session.messages.append({"role": "user", "content": "y" * 30})  # 47 tokens of prompt
+    ids, budget = session.prompt_ids()
+    assert len(ids) == 47 and budget == 64 - 47
+    with pytest.raises(ConfigError, match="max_new_tokens"):
+        ChatSession(Engine(model, tokenizer), PlainTemplate(), max_new_tokens=0)
+
+
+def test_chat_settings_reject_bad_values_and_keep_the_old_ones(run_dir, capsys, monkeypatch):
+    lines = [
+        "/settings temperature=none",
+        "/settings max_new_tokens=-5",
+        "/settings top_k=2.5",
+        "/settings temperature=0 top_p=7",  # one bad value: nothing changes
+        "/settings top_k=0 max_new_tokens=none seed=3",
+        "hello",
+        "/exit",
+    ]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n"))
+    assert main(["chat", "--run", str(run_dir), "--max-new-tokens", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "temperature cannot be none" in out
+    assert "max_new_tokens must be >= 1" in out
+    assert "top_k needs a whole number" in out
+    assert "error: top_p" in out
+    assert "temperature=0.7 top_k=None" in out and "max_new_tokens=auto seed=3" in out
+    assert out.count("bot> ") == 1 and "Traceback" not in out
+
+
+def test_plain_template_keeps_system_messages_in_order():
+    template = PlainTemplate("Default rule.")
+    user = {"role": "user", "content": "hi"}
+    systems = [{"role": "system", "content": f"{n} rule."} for n in ("First", "Second")]
+    rendered = template.render_prompt([*systems, user])
+    assert rendered == "First rule.\n\nSecond rule.\n\nUser: hi\nAssistant:"
+    # the template's own system text is the default, used once, when the messages have none
+    assert template.render_prompt([user]) == "Default rule.\n\nUser: hi\nAssistant:"

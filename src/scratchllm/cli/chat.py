@@ -23,8 +23,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--run", required=True, help="run directory written by train/finetune")
     p.add_argument("--system", default=None, help="system message for the conversation")
-    add_sampling_args(p, temperature=0.7)
-    p.set_defaults(func=run, max_new_tokens=256)
+    add_sampling_args(
+        p,
+        temperature=0.7,
+        max_new_tokens=None,
+        max_new_tokens_help=(
+            "reply length limit; default: up to 256 tokens (at most half the context), or the "
+            "room left when a long message needs more"
+        ),
+    )
+    p.set_defaults(func=run)
 
 
 def _settings(session, words: list[str]) -> str:
@@ -32,27 +40,42 @@ def _settings(session, words: list[str]) -> str:
     from scratchllm.generation import SamplingConfig
 
     fields = {f.name for f in dataclasses.fields(SamplingConfig)}
+    integers = {"top_k", "max_new_tokens", "seed"}
+    nullable = {"top_k", "top_p", "min_p", "max_new_tokens", "seed"}  # none = off / default
     changes: dict[str, float | int | None] = {}
     for word in words:
         name, _, value = word.partition("=")
         name = name.replace("-", "_")
         if name not in fields | {"max_new_tokens", "seed"} or not value:
             return f"unknown setting {word!r}; names: {', '.join(sorted(fields))}, max_new_tokens, seed"
+        if value == "none":
+            if name not in nullable:
+                return f"setting {name} cannot be none (only {', '.join(sorted(nullable))} can)"
+            changes[name] = None
+            continue
         try:
-            changes[name] = None if value == "none" else float(value)
+            number = float(value)
         except ValueError:
             return f"setting {name} needs a number, got {value!r}"
-    for name in ("top_k", "max_new_tokens", "seed"):
-        if changes.get(name) is not None:
-            changes[name] = int(changes[name])  # type: ignore[arg-type]
+        if name in integers and not number.is_integer():
+            return f"setting {name} needs a whole number, got {value!r}"
+        changes[name] = int(number) if name in integers else number
+    if changes.get("top_k") == 0:
+        changes["top_k"] = None  # as with --top-k 0: off
+    if (changes.get("max_new_tokens") or 1) < 1:
+        return f"setting max_new_tokens must be >= 1 (or none), got {changes['max_new_tokens']}"
+    sampling = dataclasses.replace(  # validated here; nothing changes when one value is bad
+        session.sampling, **{k: v for k, v in changes.items() if k in fields}
+    )
+    session.sampling = sampling
     if "max_new_tokens" in changes:
-        session.max_new_tokens = changes.pop("max_new_tokens") or session.max_new_tokens
+        session.max_new_tokens = changes["max_new_tokens"]
     if "seed" in changes:
-        session.seed = changes.pop("seed")
-    session.sampling = dataclasses.replace(session.sampling, **changes)  # validated here
+        session.seed = changes["seed"]
     s = dataclasses.asdict(session.sampling)
     shown = " ".join(f"{k}={v}" for k, v in s.items())
-    return f"{shown} max_new_tokens={session.max_new_tokens} seed={session.seed}"
+    budget = session.max_new_tokens or "auto"
+    return f"{shown} max_new_tokens={budget} seed={session.seed}"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,10 +8,16 @@ import sys
 DTYPES = ("float32", "bfloat16", "float16", "int8")
 
 
-def add_sampling_args(p: argparse.ArgumentParser, *, temperature: float = 0.8) -> None:
+def add_sampling_args(
+    p: argparse.ArgumentParser,
+    *,
+    temperature: float = 0.8,
+    max_new_tokens: int | None = 100,
+    max_new_tokens_help: str = "default %(default)s",
+) -> None:
     """Flags shared with `chat`: one per `SamplingConfig` field, plus length, seed, device."""
     g = p.add_argument_group("sampling")
-    g.add_argument("--max-new-tokens", type=int, default=100, help="default %(default)s")
+    g.add_argument("--max-new-tokens", type=int, default=max_new_tokens, help=max_new_tokens_help)
     g.add_argument("--temperature", type=float, default=temperature, help="0 = greedy")
     g.add_argument("--top-k", type=int, default=50, help="keep the k most likely (0 = off)")
     g.add_argument("--top-p", type=float, default=None, help="nucleus: keep probability mass p")

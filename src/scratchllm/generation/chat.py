@@ -11,8 +11,10 @@ one (a base model) gets `PlainTemplate`:
     Assistant:
 
 and stops when the model starts the next ``User:`` line. When the conversation no longer fits
-(prompt + ``max_new_tokens`` > context), the oldest user/assistant exchanges are dropped, the
-system message is kept.
+(prompt + reply budget > context), the oldest user/assistant exchanges are dropped, the system
+message is kept. The reply budget is ``max_new_tokens`` when one is set; by default it is
+`DEFAULT_REPLY_TOKENS`, at most half the context, and a lone message that leaves less room than
+that gets whatever room is left.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from scratchllm.errors import ConfigError
 from scratchllm.generation.engine import ContextOverflowError, Engine
 from scratchllm.generation.sampling import DEFAULT_SAMPLING, SamplingConfig
 
 Message = dict[str, str]
+DEFAULT_REPLY_TOKENS = 256  # the reply budget when no max_new_tokens is set
 
 
 class ChatFormat(Protocol):
@@ -54,10 +58,15 @@ class PlainTemplate:
         return ["\n" + self.user.strip(), "<|endoftext|>"]
 
     def render_prompt(self, messages: Sequence[Message]) -> str:
-        parts = [self.system + "\n\n"] if self.system else []
+        # the conversation's system messages, in order; the template's own text only without any
+        # (it is a default, as in scratchllm.finetune.templates)
+        systems = [m["content"] for m in messages if m["role"] == "system"]
+        if not systems and self.system:
+            systems = [self.system]
+        parts = [text + "\n\n" for text in systems]
         for m in messages:
             if m["role"] == "system":
-                parts.insert(0, m["content"] + "\n\n")
+                continue
             elif m["role"] == "user":
                 parts.append(f"{self.user}{m['content']}\n")
             else:
@@ -93,9 +102,11 @@ class ChatSession:
         *,
         system: str | None = None,
         sampling: SamplingConfig = DEFAULT_SAMPLING,
-        max_new_tokens: int = 256,
+        max_new_tokens: int | None = None,
         seed: int | None = None,
     ) -> None:
+        if max_new_tokens is not None and max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         self.engine, self.template = engine, template
         self.system = system
         self.sampling, self.max_new_tokens, self.seed = sampling, max_new_tokens, seed
@@ -106,18 +117,24 @@ class ChatSession:
         """Forget the conversation (the system message stays)."""
         self.messages = [{"role": "system", "content": self.system}] if self.system else []
 
-    def prompt_ids(self) -> list[int]:
-        """The rendered conversation, dropping the oldest exchanges until the reply fits."""
+    def prompt_ids(self) -> tuple[list[int], int]:
+        """The rendered conversation, dropping the oldest exchanges until the reply fits, and
+        the number of tokens the reply may take."""
         tokenizer, ctx = self.engine.tokenizer, self.engine.model.cfg.context_length
+        budget = self.max_new_tokens or min(DEFAULT_REPLY_TOKENS, max(1, ctx // 2))
         while True:
             ids = self.template.encode_prompt(tokenizer, self.messages)
-            if len(ids) + self.max_new_tokens <= ctx:
-                return ids
+            if len(ids) + budget <= ctx:
+                return ids, budget
             first = next((i for i, m in enumerate(self.messages) if m["role"] != "system"), None)
             if first is None or first == len(self.messages) - 1:
+                if self.max_new_tokens is None and len(ids) < ctx:
+                    return ids, ctx - len(ids)  # no budget was asked for: the room that is left
+                setting = f"max_new_tokens {self.max_new_tokens}" if self.max_new_tokens else ""
                 raise ContextOverflowError(
-                    f"the message takes {len(ids)} tokens; with max_new_tokens "
-                    f"{self.max_new_tokens} it does not fit the {ctx}-token context"
+                    f"the message takes {len(ids)} tokens; "
+                    + (f"with {setting} it does not fit" if setting else "it does not fit")
+                    + f" the {ctx}-token context"
                 )
             # drop the oldest message and the assistant reply that answered it
             drop = 2 if self.messages[first + 1]["role"] == "assistant" else 1
@@ -127,7 +144,7 @@ class ChatSession:
         """Stream the assistant's answer to ``text``; it joins the history when complete."""
         self.messages.append({"role": "user", "content": text})
         try:
-            ids = self.prompt_ids()
+            ids, budget = self.prompt_ids()
         except ContextOverflowError:
             self.messages.pop()
             raise
@@ -135,7 +152,7 @@ class ChatSession:
         for piece in self.engine.stream(
             ids,
             self.sampling,
-            self.max_new_tokens,
+            budget,
             stop=self.template.stop_strings,
             stop_token_ids=self.template.stop_token_ids(self.engine.tokenizer),
             seed=self.seed,
