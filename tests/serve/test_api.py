@@ -83,6 +83,24 @@ def test_chat_stream(client):
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == full.finish_reason
 
 
+def test_bookkeeping_fields_and_null_caps_are_accepted(server):
+    # what SDKs send: OpenAI's bookkeeping fields, and unset fields serialised as null
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Hi"}],
+        "max_tokens": None,
+        "max_completion_tokens": 3,
+        "store": False,
+        "metadata": {"session": "abc"},
+        "service_tier": "auto",
+        "temperature": 0,
+    }
+    with server.client() as c:
+        r = c.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["completion_tokens"] <= 3
+
+
 def test_raw_sse_ends_with_done(server):
     body = {"model": MODEL, "prompt": "x", "max_tokens": 3, "stream": True}
     with server.client() as c, c.stream("POST", "/v1/completions", json=body) as r:

@@ -106,6 +106,24 @@ def test_deadline_cuts_a_long_request(start_server):
     assert r.json()["usage"]["completion_tokens"] < 120
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_choice_timed_out_in_the_queue_is_a_503_for_the_request(start_server, stream):
+    # one slot, two choices: the second waits for the first, past the deadline
+    s = start_server(max_batch=1, request_timeout=0.4)
+    slow_down(s, 0.05)
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 40, "n": 2, "stream": stream}
+    if not stream:
+        r = httpx.post(s.url + "/v1/completions", json=body, timeout=30)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert r.json()["error"]["code"] == "unavailable"
+        return
+    with httpx.stream("POST", s.url + "/v1/completions", json=body, timeout=30) as r:
+        lines = [line for line in r.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    errors = [json.loads(x[6:])["error"] for x in lines[:-1] if '"error"' in x]
+    assert [e["code"] for e in errors] == ["unavailable"]
+
+
 def test_health_reports_load(server):
     data = httpx.get(server.url + "/health").json()
     assert data["status"] == "ok" and data["slots"] == 8

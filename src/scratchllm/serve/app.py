@@ -193,6 +193,13 @@ def _failed(message: str) -> APIError:
     )
 
 
+def _event_error(event: Event) -> APIError:
+    """A failed choice: 503 + Retry-After when the server was busy or stopping, else 500."""
+    if event.unavailable:
+        return _failed(event.error or "unavailable")
+    return APIError(500, event.error or "", type="server_error", code="generation_failed")
+
+
 async def generate(request: HTTPRequest, kind: str) -> Response:
     st = _state(request)
     if st.draining:
@@ -223,7 +230,7 @@ async def generate(request: HTTPRequest, kind: str) -> Response:
             return Response(status_code=499)
         if first.error is not None:
             st.scheduler.cancel(ticket)
-            raise _failed(first.error)
+            raise _event_error(first)
         if params.stream:
             watcher.cancel()  # StreamingResponse listens for the disconnect itself
             stream = _stream(st, ticket, shaper, first)
@@ -243,9 +250,9 @@ async def _collect(request, st: ServerState, ticket: Ticket, shaper: Shaper, fir
     strip = [LeadingSpace(shaper.kind == "chat") for _ in range(n)]
     left, event = n, first
     while True:
-        if event.error is not None:
+        if event.error is not None:  # one failed choice fails the request, as with one choice
             st.scheduler.cancel(ticket)
-            raise APIError(500, event.error, type="server_error", code="generation_failed")
+            raise _event_error(event)
         texts[event.index] += strip[event.index](event.text)
         if event.completion is not None:
             completions[event.index], reasons[event.index] = event.completion, event.finish_reason
@@ -271,8 +278,7 @@ async def _stream(
                 yield _sse(shaper.chunk(i, "", None, role=True))
         while True:
             if event.error is not None:
-                err = APIError(500, event.error, type="server_error", code="generation_failed")
-                yield _sse(err.body())
+                yield _sse(_event_error(event).body())
                 break
             text = strip[event.index](event.text)
             if event.completion is not None:

@@ -37,6 +37,10 @@ COMMON_FIELDS = {
     "user",
     "logit_bias",
     "logprobs",
+    # bookkeeping fields of OpenAI's API, checked and ignored (nothing is stored or tiered here)
+    "store",
+    "metadata",
+    "service_tier",
     # extensions (vLLM's names), sent by the openai client through `extra_body`
     "top_k",
     "min_p",
@@ -201,8 +205,26 @@ class Validator:
                 code="model_not_found",
             )
         get_str(body, "user", MAX_USER_CHARS)
+        get_bool(body, "store", False)
+        get_str(body, "service_tier", MAX_USER_CHARS)
+        self._metadata(body.get("metadata"))
         require_neutral(body, "logprobs", False, 0)
         require_neutral(body, "logit_bias", {})
+
+    @staticmethod
+    def _metadata(value: Any) -> None:
+        """OpenAI's limits: at most 16 string pairs, keys up to 64 and values up to 512 chars."""
+        if value is None:
+            return
+        if not isinstance(value, dict) or len(value) > 16:
+            raise bad("metadata", f"must be an object of at most 16 pairs, got {_show(value)}")
+        for key, item in value.items():
+            if not isinstance(item, str) or len(key) > 64 or len(item) > 512:
+                raise bad(
+                    "metadata",
+                    f"key {_show(key)}: keys are strings of <= 64 characters, values strings "
+                    f"of <= 512, got {_show(item)}",
+                )
 
     def _sampling(self, body: dict) -> SamplingConfig:
         top_k = get_int(body, "top_k", None, -1, max(self.vocab_size or 1, 1))
@@ -331,9 +353,13 @@ class Validator:
         require_neutral(body, "tool_choice", "none")
         get_bool(body, "parallel_tool_calls", False)
         messages = self._messages(body.get("messages"))
-        if "max_completion_tokens" in body and "max_tokens" in body:
+        # null is the same as absent, as for every other field
+        given = {
+            name for name in ("max_tokens", "max_completion_tokens") if body.get(name) is not None
+        }
+        if len(given) == 2:
             raise bad("max_tokens", "send max_tokens or max_completion_tokens, not both")
-        cap = "max_completion_tokens" if "max_completion_tokens" in body else "max_tokens"
+        cap = "max_completion_tokens" if "max_completion_tokens" in given else "max_tokens"
         try:
             ids = self.template.encode_prompt(self.tokenizer, messages)
         except ScratchLLMError as exc:  # a template that cannot render this conversation

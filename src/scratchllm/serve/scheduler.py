@@ -43,6 +43,7 @@ class Event:
     completion: Completion | None = None  # set when the choice is finished
     finish_reason: str | None = None  # OpenAI's: "stop" | "length" (with completion)
     error: str | None = None  # the choice failed (queue timeout, shutdown, internal error)
+    unavailable: bool = False  # the error is the server's state (timeout, shutdown): retry later
 
 
 @dataclass
@@ -156,7 +157,7 @@ class Scheduler:
                 self._admit(admit)
             if self._active:
                 self._step()
-        self._fail_all("the server is shutting down")
+        self._fail_all("the server is shutting down", unavailable=True)
 
     def _take_waiting(self) -> list[Job]:
         """Pop the jobs that get a slot now; expire or drop the ones that cannot (lock held)."""
@@ -167,7 +168,9 @@ class Scheduler:
             if job.ticket.cancelled:
                 job.done = True
             elif now > job.ticket.deadline:
-                self._finish(job, error="timed out waiting for a free decode slot")
+                self._finish(
+                    job, error="timed out waiting for a free decode slot", unavailable=True
+                )
             elif len(admit) < free:
                 admit.append(job)
             else:
@@ -226,19 +229,19 @@ class Scheduler:
         reason: str | None = None,
         text: str = "",
         error: str | None = None,
+        unavailable: bool = False,
     ) -> None:
         job.done = True
-        job.ticket.emit(
-            Event(job.index, text, completion, FINISH_REASONS.get(reason or "", None), error)
-        )
+        reason = FINISH_REASONS.get(reason or "", None)
+        job.ticket.emit(Event(job.index, text, completion, reason, error, unavailable))
 
-    def _fail_all(self, message: str, *, waiting: bool = True) -> None:
+    def _fail_all(self, message: str, *, waiting: bool = True, unavailable: bool = False) -> None:
         for rid, job in list(self._active.items()):
             self.batch.cancel(rid)
-            self._finish(job, error=message)
+            self._finish(job, error=message, unavailable=unavailable)
         self._active.clear()
         if waiting:
             with self._cond:
                 jobs, self._waiting = list(self._waiting), deque()
             for job in jobs:
-                self._finish(job, error=message)
+                self._finish(job, error=message, unavailable=unavailable)
