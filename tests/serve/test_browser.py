@@ -97,3 +97,37 @@ def test_stop_button_cancels(start_server, browser_page):
     while sched.cancelled < 1:
         assert time.monotonic() < end, "the server kept decoding after Stop"
         time.sleep(0.02)
+
+
+def test_chat_page_keeps_the_conversation_within_the_context(start_server, browser_page):
+    # The test model has a 128-token context and one token per byte. With the length field left
+    # empty each reply may take 64 tokens, so the second exchange no longer fits beside the first.
+    page, errors = browser_page
+    s = start_server(max_batch=2)
+    rewrite_replies(s, "x")
+    sent: list[dict] = []
+    page.on(
+        "request",
+        lambda req: sent.append(req.post_data_json) if req.url.endswith("/completions") else None,
+    )
+    page.goto(s.url + "/")
+    expect = sync_api.expect
+    expect(page.locator("#model")).to_contain_text(MODEL)
+
+    def say(text: str, replies: int) -> None:
+        page.fill("#input", text)
+        page.press("#input", "Enter")
+        expect(page.locator(".msg.assistant, .msg.error")).to_have_count(replies)
+        expect(page.locator("#send")).to_be_enabled()
+
+    say("hello", 1)
+    assert page.locator(".msg.assistant").last.text_content() == "x" * 64
+    assert sent[-1]["max_tokens"] == 64
+    say("again", 2)  # sent with the first exchange, refused, sent again without it
+    assert [len(b["messages"]) for b in sent] == [1, 3, 1]
+    expect(page.locator("#status")).to_contain_text("oldest exchange was dropped")
+    say("z" * 120, 3)  # alone it leaves no room: an error, and not kept
+    expect(page.locator(".msg.error")).to_contain_text("context")
+    say("short", 4)  # first sent with the exchange before the error (it was not lost)
+    assert [m["content"] for m in sent[-2]["messages"]] == ["again", "x" * 64, "short"]
+    assert not [e for e in errors if "400" not in e], errors  # the refused requests log a 400

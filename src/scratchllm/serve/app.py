@@ -318,6 +318,7 @@ def _model_card(st: ServerState) -> dict[str, Any]:
         "object": "model",
         "created": st.created,
         "owned_by": "scratchllm",
+        "max_model_len": st.validator.context_length,  # vLLM's extra field: the context size
     }
 
 
