@@ -29,6 +29,14 @@ def test_generate_flags_stream_and_seed(run_dir, capsys):
     assert plain.startswith("Hi")
 
 
+def test_generate_stream_seeds_each_prompt_as_the_batch_does(run_dir, capsys):
+    args = ["generate", "--run", str(run_dir), "--prompt", "Hi", "--prompt", "Yo", "--seed", "4"]
+    assert main(args + ["--max-new-tokens", "8"]) == 0
+    batched = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("---")]
+    assert main(args + ["--max-new-tokens", "8", "--stream"]) == 0
+    assert capsys.readouterr().out.splitlines() == batched
+
+
 def test_generate_batch_of_prompts(run_dir, capsys):
     args = ["generate", "--run", str(run_dir), "--prompt", "a", "--prompt", "bcd"]
     assert main(args + ["--temperature", "0", "--max-new-tokens", "4"]) == 0

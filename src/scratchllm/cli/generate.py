@@ -121,9 +121,11 @@ def run(args: argparse.Namespace) -> int:
     prompts = [_prompt_ids(engine, args.run, p, args.template) for p in args.prompt]
     kw = dict(stop=args.stop, seed=args.seed, overflow=args.overflow)
     if args.stream:
-        for text, ids in zip(args.prompt, prompts):
+        for i, (text, ids) in enumerate(zip(args.prompt, prompts)):
             print(text, end="", flush=True)
-            for piece in engine.stream(ids, sampling, args.max_new_tokens, **kw):
+            # prompt i is seeded seed + i, as in the batched (non-stream) path
+            seed = None if args.seed is None else args.seed + i
+            for piece in engine.stream(ids, sampling, args.max_new_tokens, **{**kw, "seed": seed}):
                 sys.stdout.write(piece)
                 sys.stdout.flush()
             print()
