@@ -56,6 +56,17 @@ def test_token_id_prompt(client):
     assert r.choices[0].text == text.choices[0].text
 
 
+def test_token_id_prompts_longer_than_the_choice_limit_and_batched(client):
+    text = "The quick brown fox jumps"  # 25 byte tokens: more than max_choices (8)
+    ids = list(text.encode())
+    kw = dict(model=MODEL, max_tokens=3, temperature=0)
+    by_text = client.completions.create(prompt=text, **kw).choices[0].text
+    assert client.completions.create(prompt=ids, **kw).choices[0].text == by_text
+    hi = client.completions.create(prompt="Hi", **kw).choices[0].text
+    both = client.completions.create(prompt=[ids, [72, 105]], **kw)
+    assert [c.text for c in sorted(both.choices, key=lambda c: c.index)] == [by_text, hi]
+
+
 def test_chat(client):
     r = client.chat.completions.create(
         model=MODEL,

@@ -181,6 +181,15 @@ class GenParams:
         return len(self.prompts) * self.n
 
 
+def _token_ids(value: Any) -> bool:
+    """A non-empty list of integers (not booleans): one prompt given as token ids."""
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
+    )
+
+
 class Validator:
     """Checks request bodies against the limits of one server and one model."""
 
@@ -314,16 +323,17 @@ class Validator:
         require_neutral(body, "best_of", 1)
         require_neutral(body, "suffix", "")
         prompt = body.get("prompt")
-        if isinstance(prompt, str):
-            prompt = [prompt]
+        shapes = "a string, a list of strings, a list of token ids or a list of such lists"
+        if isinstance(prompt, str) or _token_ids(prompt):
+            prompt = [prompt]  # one prompt
         if not isinstance(prompt, list) or not prompt:
-            raise bad("prompt", "must be a string, a list of strings or a list of token ids")
+            raise bad("prompt", f"must be {shapes}")
         if len(prompt) > self.cfg.max_choices:
             raise bad("prompt", f"at most {self.cfg.max_choices} prompts, got {len(prompt)}")
-        if all(isinstance(p, int) and not isinstance(p, bool) for p in prompt):
-            return self._finish(body, [self._ids(prompt)], "prompt", "max_tokens")
+        if all(_token_ids(p) for p in prompt):
+            return self._finish(body, [self._ids(p) for p in prompt], "prompt", "max_tokens")
         if not all(isinstance(p, str) for p in prompt):
-            raise bad("prompt", "must be a string, a list of strings or a list of token ids")
+            raise bad("prompt", f"must be {shapes}")
         if sum(map(len, prompt)) > self.cfg.max_prompt_chars:
             raise bad("prompt", f"longer than {self.cfg.max_prompt_chars} characters")
         for p in prompt:
