@@ -23,3 +23,44 @@ class CheckpointError(ScratchLLMError, ValueError):
 
 class ConfigError(ScratchLLMError, ValueError):
     """A configuration field with an invalid value."""
+
+
+def check_field_types(config: object, label: str | None = None) -> None:
+    """Raise ConfigError for the first dataclass field whose value is not of its annotated type.
+
+    Configs are built from TOML, JSON and ``--set`` values, so a quoted number or a word where a
+    number belongs must be caught here, by name, before any comparison trips over it. Checked:
+    ``int`` (not bool), ``float`` (an int is fine), ``bool``, ``str`` and ``X | None``; other
+    annotations are left to the config's own checks. ``label`` names the fields in the message
+    (default: the class name).
+    """
+    import dataclasses
+    import types
+    import typing
+
+    hints = typing.get_type_hints(type(config))
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+    for f in dataclasses.fields(config):  # type: ignore[arg-type]
+        hint = hints[f.name]
+        union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        allowed = typing.get_args(hint) if union else (hint,)
+        if not all(t in names or t is type(None) for t in allowed):
+            continue
+        value = getattr(config, f.name)
+        if any(_is_instance(value, t) for t in allowed):
+            continue
+        wanted = " or ".join(names.get(t, "none") for t in allowed)
+        raise ConfigError(
+            f"{label or type(config).__name__}.{f.name} must be {wanted}, "
+            f"got {value!r} ({type(value).__name__})"
+        )
+
+
+def _is_instance(value: object, kind: type) -> bool:
+    if kind is type(None):
+        return value is None
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)

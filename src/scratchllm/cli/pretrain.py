@@ -34,6 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         const="auto",
         help="continue from the newest checkpoint in the run (or from DIR)",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over in a run directory that holds an earlier run (its checkpoints, "
+        "metrics and weights are removed); without it such a directory is refused",
+    )
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
@@ -48,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         ("data.shards", args.shards),
         ("objective", args.objective),
         ("resume", args.resume),
+        ("overwrite", True if args.overwrite else None),
     ):
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from scratchllm.data.windows import IGNORE_INDEX
+from scratchllm.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -60,11 +61,11 @@ def pad_batch(
     ``T`` is the longest document minus one, or ``max_length`` (longer documents are truncated).
     """
     if not docs:
-        raise ValueError("pad_batch needs at least one document")
+        raise DataError("pad_batch needs at least one document")
     lengths = [max(len(d) - 1, 0) for d in docs]
     width = max_length if max_length is not None else max(lengths)
     if width < 1:
-        raise ValueError("every document has fewer than 2 tokens: nothing to predict")
+        raise DataError("every document has fewer than 2 tokens: nothing to predict")
     x = torch.full((len(docs), width), pad_id, dtype=torch.long)
     y = torch.full((len(docs), width), ignore_index, dtype=torch.long)
     for row, doc in enumerate(docs):
@@ -87,11 +88,11 @@ def pack_documents(
     ``max_length + 1`` ids: row ``r`` holds inputs ``ids[r*T : r*T + T]`` and targets shifted by
     one, so every id is a target exactly once; the last row is padded."""
     if max_length < 1:
-        raise ValueError(f"max_length must be at least 1, got {max_length}")
+        raise DataError(f"max_length must be at least 1, got {max_length}")
     arrays = [np.asarray(d, dtype=np.int64) for d in docs]
     ids = np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
     if len(ids) < 2:
-        raise ValueError(f"{len(ids)} token(s) in all documents: nothing to predict")
+        raise DataError(f"{len(ids)} token(s) in all documents: nothing to predict")
     doc_of = np.repeat(np.arange(len(arrays)), [len(a) for a in arrays])
     rows = -(-(len(ids) - 1) // max_length)
     span = rows * max_length + 1

@@ -14,6 +14,8 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from scratchllm.errors import DataError
+
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -69,7 +71,7 @@ class EpochLoader:
         device: str | torch.device | None = None,
     ) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise DataError(f"batch_size must be at least 1, got {batch_size}")
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -79,7 +81,7 @@ class EpochLoader:
         self.epoch = 0
         self.batch_index = 0  # batches of the current epoch already handed out
         if len(self) == 0:
-            raise ValueError(
+            raise DataError(
                 f"dataset has {len(dataset)} items, fewer than batch_size={batch_size} "
                 "with drop_last=True: not one batch per epoch"
             )
@@ -139,7 +141,7 @@ class EpochLoader:
             ("num_items", len(self.dataset)),
         ):
             if key in state and state[key] != mine:
-                raise ValueError(f"loader state has {key}={state[key]}, this loader has {mine}")
+                raise DataError(f"loader state has {key}={state[key]}, this loader has {mine}")
         self.epoch = int(state["epoch"])
         self.batch_index = int(state["batch_index"])
 
@@ -165,7 +167,7 @@ class ShardSampler:
         from scratchllm.errors import DataError
 
         if batch_size < 1 or max_length < 1:
-            raise ValueError(
+            raise DataError(
                 f"batch_size and max_length must be >= 1, got {batch_size}, {max_length}"
             )
         self.shards = list(shards)
@@ -235,7 +237,7 @@ class ShardSampler:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for key in ("seed", "batch_size", "max_length", "num_offsets"):
             if key in state and state[key] != getattr(self, key):
-                raise ValueError(
+                raise DataError(
                     f"sampler state has {key}={state[key]}, this sampler has {getattr(self, key)}"
                 )
         self.step = int(state["step"])

@@ -339,9 +339,9 @@ def prepare_shards(
     if tokenizer.eot_id is None:
         raise DataError("the tokenizer has no end-of-text token to separate documents")
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if shard_tokens < 1:
-        raise ValueError(f"shard_tokens must be at least 1, got {shard_tokens}")
+        raise DataError(f"shard_tokens must be at least 1, got {shard_tokens}")
     settings = PrepareSettings(
         source=str(source),
         tokenizer_hash=tokenizer_hash(tokenizer),
@@ -450,7 +450,7 @@ def _run(
 def open_shards(out_dir: str | Path, split: str = "train") -> list[np.memmap]:
     """Read-only memory maps of one split's shards; a DataError if prepare has not finished."""
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise DataError(f"split must be one of {SPLITS}, got {split!r}")
     out = Path(out_dir)
     state = read_index(out)
     if not state.complete:

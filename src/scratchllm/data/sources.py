@@ -219,7 +219,7 @@ def split_documents(
     both parts keep the corpus order.
     """
     if not 0.0 <= val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
     n = len(docs)
     k = round(val_fraction * n)
     if val_fraction > 0 and n >= 2:

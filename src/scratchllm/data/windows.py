@@ -46,7 +46,7 @@ def num_windows(n_tokens: int, max_length: int, stride: int, last: LastWindow = 
     if last == "drop":
         return full
     if last != "pad":
-        raise ValueError(f"last must be 'drop' or 'pad', got {last!r}")
+        raise DataError(f"last must be 'drop' or 'pad', got {last!r}")
     if full == 0:
         return 1 if n_tokens >= 2 else 0
     return full + int(_tail_uncovered(n_tokens, max_length, stride, full))
@@ -60,9 +60,9 @@ def _tail_uncovered(n_tokens: int, max_length: int, stride: int, full: int) -> b
 
 def _check_shape(max_length: int, stride: int) -> None:
     if max_length < 1:
-        raise ValueError(f"max_length must be at least 1, got {max_length}")
+        raise DataError(f"max_length must be at least 1, got {max_length}")
     if stride < 1:
-        raise ValueError(f"stride must be at least 1, got {stride}")
+        raise DataError(f"stride must be at least 1, got {stride}")
 
 
 def as_token_array(ids: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
@@ -74,9 +74,9 @@ def as_token_array(ids: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray
     else:
         array = np.asarray(ids, dtype=np.int64)
     if array.ndim != 1:
-        raise ValueError(f"token ids must be a 1-D sequence, got shape {tuple(array.shape)}")
+        raise DataError(f"token ids must be a 1-D sequence, got shape {tuple(array.shape)}")
     if array.size and not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"token ids must be integers, got dtype {array.dtype}")
+        raise DataError(f"token ids must be integers, got dtype {array.dtype}")
     return array
 
 
@@ -103,7 +103,7 @@ class WindowDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.last = last
         self.ignore_index = ignore_index
         if last == "pad" and pad_id is None:
-            raise ValueError("last='pad' needs a pad_id for the padded input positions")
+            raise DataError("last='pad' needs a pad_id for the padded input positions")
         self.pad_id = pad_id
         n = len(self.ids)
         self._length = num_windows(n, max_length, stride, last)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from scratchllm.errors import ConfigError
+from scratchllm.errors import ConfigError, check_field_types
 
 POS_EMBS = ("learned", "sinusoidal", "rope")
 NORMS = ("layernorm", "rmsnorm")
@@ -49,6 +49,7 @@ class ModelConfig:
     init: str = "gpt2"
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         for name in ("vocab_size", "context_length", "n_embd", "n_layer", "n_head"):
             _positive_int(name, getattr(self, name))
         if self.n_kv_head is not None:

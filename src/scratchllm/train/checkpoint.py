@@ -47,6 +47,12 @@ MANIFEST_FILE = "manifest.json"
 # --------------------------------------------------------------------------------- atomic files
 
 
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -61,6 +67,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it owner-only; give the usual mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -177,6 +184,7 @@ def save_checkpoint(
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
+        os.chmod(tmp, 0o777 & ~_umask())  # as mkdir would have made it
         files = {WEIGHTS_FILE: weights_bytes(model)}
         if optimizer is not None:
             buffer = io.BytesIO()
@@ -202,16 +210,34 @@ def save_checkpoint(
     return directory
 
 
+REQUIRED_CHECKPOINT_FILES = (WEIGHTS_FILE, "state.json")
+
+
 def verify_checkpoint(directory: str | Path) -> None:
-    """Raise CheckpointError unless every file listed in the manifest is present and intact."""
+    """Raise CheckpointError unless the manifest lists the weights and the training state, and
+    every file it lists is present and intact (SHA-256), and the state is a JSON object."""
     directory = Path(directory)
-    manifest = read_json(directory / MANIFEST_FILE)
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: checkpoint directory not found")
+    path = directory / MANIFEST_FILE
+    manifest = read_json(path)
+    if not isinstance(manifest, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in manifest.items()
+    ):
+        raise CheckpointError(f"{path}: not a manifest (an object of file name -> SHA-256)")
+    missing = [name for name in REQUIRED_CHECKPOINT_FILES if name not in manifest]
+    if (directory / "optimizer.pt").exists() and "optimizer.pt" not in manifest:
+        missing.append("optimizer.pt")
+    if missing:
+        raise CheckpointError(f"{path}: does not list {', '.join(missing)} (incomplete)")
     for name, digest in manifest.items():
         path = directory / name
         if not path.is_file():
             raise CheckpointError(f"{path}: listed in the manifest but missing")
         if sha256_file(path) != digest:
             raise CheckpointError(f"{path}: contents do not match the manifest (corrupt)")
+    if not isinstance(read_json(directory / "state.json"), dict):
+        raise CheckpointError(f"{directory / 'state.json'}: not a JSON object")
 
 
 def load_checkpoint(
@@ -240,15 +266,78 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return sorted(found, key=lambda p: p.name)
 
 
+def remove_checkpoint(path: Path) -> None:
+    """Delete a checkpoint directory: renamed out of sight first (atomic), then removed, so a
+    process killed half-way never leaves a checkpoint that looks complete but is not."""
+    doomed = path.with_name(f".{path.name}.deleting")
+    shutil.rmtree(doomed, ignore_errors=True)
+    os.replace(path, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
 def prune_checkpoints(run_dir: str | Path, keep_last: int, keep: set[Path] = frozenset()) -> None:
     """Delete all but the newest ``keep_last`` step checkpoints (and any in ``keep``)."""
     checkpoints = list_checkpoints(run_dir)
     for path in checkpoints[: max(0, len(checkpoints) - keep_last)]:
         if path not in keep:
-            shutil.rmtree(path, ignore_errors=True)
+            remove_checkpoint(path)
+
+
+def remove_partial_saves(run_dir: str | Path) -> list[Path]:
+    """Delete what a process killed while saving left behind in a run: checkpoint directories
+    being assembled or deleted (``checkpoints/.step-*``) and temporary files (``.NAME.*.tmp``).
+    Call it only while no other process writes to the run. Returns what was removed."""
+    run_dir = Path(run_dir)
+    removed = []
+    root = run_dir / "checkpoints"
+    if root.is_dir():
+        for path in root.iterdir():
+            if path.name.startswith(".step-") and path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    for folder in (run_dir, root):
+        if folder.is_dir():
+            for path in folder.glob(".*.tmp"):
+                if path.is_file():
+                    path.unlink(missing_ok=True)
+                    removed.append(path)
+    return removed
 
 
 # ------------------------------------------------------------------------------------------ runs
+
+# What training writes into a run directory; a new run over an old one removes these first.
+RUN_ENTRIES = (
+    "checkpoints",
+    "metrics.jsonl",
+    "loss.png",
+    "tensorboard",
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    TOKENIZER_FILE,
+    "train_config.json",
+    "job.json",
+    "summary.json",
+)
+
+
+def run_entries(run_dir: str | Path) -> list[str]:
+    """The training outputs already present in ``run_dir`` (empty for a new directory)."""
+    run_dir = Path(run_dir)
+    return [name for name in RUN_ENTRIES if (run_dir / name).exists()]
+
+
+def clear_run(run_dir: str | Path) -> list[str]:
+    """Remove the training outputs of an earlier run from ``run_dir`` (nothing else in it)."""
+    run_dir = Path(run_dir)
+    removed = run_entries(run_dir)
+    for name in removed:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return removed
 
 
 @dataclass

@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from scratchllm.errors import ConfigError
+from scratchllm.errors import ConfigError, check_field_types
 from scratchllm.model.params import DECAY_ON
 
 
@@ -41,7 +41,7 @@ class TrainConfig:
     tensorboard: bool = False
     # --- checkpoints -------------------------------------------------------------------------------
     save_interval: int = 0  # steps between checkpoints; 0 = only at the end
-    keep_last: int = 2  # step checkpoints kept besides the best and the final weights
+    keep_last: int = 2  # newest step checkpoints kept (>= 1), besides the best one
     # --- robustness ---------------------------------------------------------------------------------
     max_bad_steps: int = 5  # consecutive non-finite losses/gradients tolerated before stopping
     # --- hardware ----------------------------------------------------------------------------------
@@ -57,11 +57,16 @@ class TrainConfig:
     seed: int = 1337
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         positive = ("max_steps", "batch_size", "grad_accum", "eval_interval", "log_interval")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "save_interval", "keep_last", "eval_batches"):
+        if self.keep_last < 1:  # the newest checkpoint is what --resume continues from
+            raise ConfigError(f"TrainConfig.keep_last must be >= 1, got {self.keep_last}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ConfigError(f"TrainConfig.max_seconds must be > 0, got {self.max_seconds}")
+        for name in ("warmup_steps", "save_interval", "eval_batches"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if not self.lr > 0:

@@ -5,6 +5,7 @@ A job file has top-level keys and three tables (every key is optional)::
     out = "runs/shakespeare-char"   # run directory
     objective = "next-token"        # or "masked" (BERT-style encoder)
     resume = "auto"                 # continue from the newest checkpoint in `out`, if any
+    overwrite = false               # replace an earlier run's outputs in `out` (else refused)
 
     [data]
     path = "input.txt"              # file, directory, glob or "builtin"
@@ -36,10 +37,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from scratchllm.errors import ConfigError
+from scratchllm.errors import ConfigError, check_field_types
 
 OBJECTIVES = ("next-token", "masked")
-TOP_LEVEL = {"out", "objective", "resume", "data", "model", "train"}
+TOP_LEVEL = {"out", "objective", "resume", "overwrite", "data", "model", "train"}
 DATA_KEYS = {"path", "shards", "tokenizer", "vocab_size", "val_fraction", "stride"}
 
 
@@ -52,12 +53,22 @@ class DataSpec:
     val_fraction: float = 0.1  # held-out share
     stride: int = 0  # window stride; 0 = context_length
 
+    def __post_init__(self) -> None:
+        check_field_types(self, "data")
+        if self.vocab_size < 1:
+            raise ConfigError(f"data.vocab_size must be >= 1, got {self.vocab_size}")
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(f"data.val_fraction must be in [0, 1), got {self.val_fraction}")
+        if self.stride < 0:
+            raise ConfigError(f"data.stride must be >= 0 (0 = context_length), got {self.stride}")
+
 
 @dataclass
 class Job:
     out: str = "runs/pretrain"
     objective: str = "next-token"
     resume: str = ""  # "", "auto" or a checkpoint directory
+    overwrite: bool = False  # start over in an `out` that holds an earlier run's outputs
     data: DataSpec = field(default_factory=DataSpec)
     model: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
@@ -107,12 +118,15 @@ def load_job(path: str | None, overrides: list[str] = ()) -> Job:
         out=str(raw.get("out", Job.out)),
         objective=str(raw.get("objective", Job.objective)),
         resume=str(raw.get("resume", "")),
+        overwrite=raw.get("overwrite", False),
         data=DataSpec(**data),
         model=dict(raw.get("model", {})),
         train=dict(raw.get("train", {})),
     )
     if job.objective not in OBJECTIVES:
         raise ConfigError(f"objective must be one of {OBJECTIVES}, got {job.objective!r}")
+    if not isinstance(job.overwrite, bool):
+        raise ConfigError(f"overwrite must be true or false, got {job.overwrite!r}")
     return job
 
 
@@ -128,7 +142,7 @@ def resolve_configs(job: Job, vocab_size: int):
         model_cfg = get_preset(preset, **fields)
     else:
         defaults = {"context_length": 128, "n_embd": 192, "n_layer": 4, "n_head": 6}
-        model_cfg = ModelConfig(**{**defaults, **fields})
+        model_cfg = ModelConfig.from_dict({**defaults, **fields})
     return model_cfg, TrainConfig.from_dict(job.train)
 
 
@@ -178,19 +192,32 @@ def run_job(job: Job, progress: bool = True, log=print):
     from scratchllm.data.loaders import EpochLoader, ShardSampler
     from scratchllm.data.windows import WindowDataset
     from scratchllm.model import EncoderModel, GPTModel
-    from scratchllm.train.checkpoint import atomic_write_json, save_run
+    from scratchllm.train.checkpoint import atomic_write_json, clear_run, run_entries, save_run
     from scratchllm.train.distributed import device_for, init_distributed
     from scratchllm.train.loop import Trainer
     from scratchllm.train.objectives import MaskedLM, masked_lm_loss, next_token_loss
     from scratchllm.train.pretrain import sampler
 
     seed = int(job.train.get("seed", 1337))
+    run_dir = Path(job.out)
+    resume = latest_checkpoint(run_dir) if job.resume == "auto" else job.resume
+    earlier = [] if resume else run_entries(run_dir)
+    if earlier and not job.overwrite:
+        how = "resume it with --resume, " if latest_checkpoint(run_dir) else ""
+        raise ConfigError(
+            f"{run_dir} already holds a run ({', '.join(earlier)}): {how}replace it with "
+            "--overwrite, or choose another --out"
+        )
     info = init_distributed(str(job.train.get("device", "auto")))
+    if earlier and info.is_main:
+        clear_run(run_dir)
+        log(f"removed the earlier run's outputs from {run_dir}: {', '.join(earlier)}")
+    if earlier and info.enabled:
+        torch.distributed.barrier()  # no rank reads the run directory before it is cleared
     torch.manual_seed(seed)
     tokenizer, train_ids, val_ids = build_data(job, seed)
     model_cfg, train_cfg = resolve_configs(job, tokenizer.vocab_size)
     train_cfg.device = device_for(info, train_cfg.device)
-    run_dir = Path(job.out)
     ctx = model_cfg.context_length
     stride = job.data.stride or ctx
     if job.data.shards:
@@ -245,7 +272,6 @@ def run_job(job: Job, progress: bool = True, log=print):
         sample=None if job.objective == "masked" else sampler(tokenizer, "", 32, seed),
         train_eval_batches=train_eval_batches,
     )
-    resume = latest_checkpoint(run_dir) if job.resume == "auto" else job.resume
     if resume:
         _check_resumable(Path(resume), model_cfg, train_cfg)
         trainer.resume(resume)
@@ -271,8 +297,9 @@ def _mask_token_id(tokenizer) -> int:
 def _check_resumable(directory: Path, model_cfg, train_cfg) -> None:
     """A checkpoint from another configuration cannot be resumed: name the fields that differ."""
     from scratchllm.errors import CheckpointError
-    from scratchllm.train.checkpoint import read_json
+    from scratchllm.train.checkpoint import read_json, verify_checkpoint
 
+    verify_checkpoint(directory)  # complete and intact before anything is read from it
     state = read_json(directory / "state.json")
     saved = state.get("train_config", {})
     mine = train_cfg.to_dict()

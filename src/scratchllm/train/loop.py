@@ -249,9 +249,17 @@ class Trainer:
         self.step = 0
         self.tokens = 0
         self.best_val: float | None = None
+        self.best_step: int | None = None  # the step of best_val (its checkpoint is kept)
+        self.val: float | None = None  # the latest validation loss
+        # the steps logged so far in the current metrics window (saved, so that a resumed run
+        # logs the same averages as an uninterrupted one)
+        self._window_losses: list[float] = []
+        self._saved_steps: set[int] = set()  # checkpoints this Trainer wrote (or resumed from)
         self.bad_steps = 0
         self.skipped_steps = 0
         self._last_grad_norm = float("nan")
+        if self.run_dir is not None:
+            ckpt.remove_partial_saves(self.run_dir)  # left by a process killed while saving
         if self.device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
@@ -266,6 +274,9 @@ class Trainer:
             "step": self.step,
             "tokens": self.tokens,
             "best_val": self.best_val,
+            "best_step": self.best_step,
+            "val_loss": self.val,
+            "window_losses": list(self._window_losses),
             "skipped_steps": self.skipped_steps,
             "loader": loader_state,
             "rng": _rng_state(),
@@ -282,10 +293,20 @@ class Trainer:
         if self.run_dir is None:
             return None
         path = self.run_dir / "checkpoints" / f"step-{self.step:07d}"
-        if (path / ckpt.MANIFEST_FILE).exists():  # this step is already saved
+        if self.step in self._saved_steps:  # saved already by this run (e.g. interval, then end)
             return path
+        # A directory of that name from an earlier run is replaced, never taken for this one.
         ckpt.save_checkpoint(path, model, optimizer, self.state())
-        ckpt.prune_checkpoints(self.run_dir, self.cfg.keep_last)
+        self._saved_steps.add(self.step)
+        keep = set()
+        if self.best_step is not None and self.best_step in self._saved_steps:
+            best = self.run_dir / "checkpoints" / f"step-{self.best_step:07d}"
+            keep.add(best)
+            ckpt.atomic_write_json(
+                self.run_dir / "checkpoints" / "best.json",
+                {"step": self.best_step, "val_loss": self.best_val, "path": best.name},
+            )
+        ckpt.prune_checkpoints(self.run_dir, self.cfg.keep_last, keep=keep)
         return path
 
     def resume(self, directory: str | Path) -> None:
@@ -301,12 +322,31 @@ class Trainer:
             state = ckpt.read_json(directory / "state.json")
         else:
             state = ckpt.load_checkpoint(directory, self.model, self.optimizer)
+        absent = [k for k in ("step", "tokens", "best_val", "rng") if k not in state]
+        if absent:
+            raise ckpt.CheckpointError(
+                f"{Path(directory) / 'state.json'}: not a training state (no {', '.join(absent)})"
+            )
         self.step, self.tokens = state["step"], state["tokens"]
         self.best_val, self.skipped_steps = state["best_val"], state.get("skipped_steps", 0)
+        self.best_step, self.val = state.get("best_step"), state.get("val_loss")
+        self._window_losses = list(state.get("window_losses", []))
         if state.get("loader") is not None:
             self.train_loader.load_state_dict(state["loader"])
         _set_rng_state(state["rng"])
-        self.metrics.truncate_after(self.step)
+        self._saved_steps.add(self.step)
+        if self.best_step is not None and self.run_dir is not None:
+            best = self.run_dir / "checkpoints" / f"step-{self.best_step:07d}"
+            if (best / ckpt.MANIFEST_FILE).exists():
+                self._saved_steps.add(self.best_step)  # still the best: pruning keeps it
+        if self.run_dir is not None:
+            # The run continues from here: what the old run logged and saved after this step
+            # is replaced (its metrics now, its later checkpoints here), never mixed in.
+            self.metrics.truncate_after(self.step)
+            for later in ckpt.list_checkpoints(self.run_dir):
+                if int(later.name.removeprefix("step-")) > self.step:
+                    ckpt.remove_checkpoint(later)
+                    tqdm.write(f"removed {later}: the resumed run replaces it")
 
     def unsharded_model(self) -> nn.Module | None:
         """The model with full tensors, for ``save_run``: ``self.model`` unless under FSDP.
@@ -384,8 +424,11 @@ class Trainer:
         if self.cfg.eval_train and self.train_eval_batches is not None:
             train_loss = loss_over(self.train_eval_batches)
             self.metrics.write({"step": self.step, "train_eval_loss": train_loss})
+        self.val = val
         if self.best_val is None or val < self.best_val:
-            self.best_val = val
+            self.best_val, self.best_step = val, self.step
+            if self.cfg.save_interval:  # keep the best weights: a checkpoint at each new best
+                self.save()
         if self.on_eval:
             self.on_eval(self.step, val)
         # Under FSDP every rank must run the forward passes of sampling; only rank 0 logs.
@@ -410,9 +453,9 @@ class Trainer:
         batches = self.train_loader.batches()
         peak = peak_tflops(self.device)
         fpt = self._flops_per_token()
-        window_losses: list[float] = []
-        window_tokens, window_start = 0, time.perf_counter()
-        val, stopped = None, "max_steps"
+        window_tokens = 0  # tokens/s counts this call's steps only (the clock starts here)
+        window_start = time.perf_counter()  # of the training time in the current window
+        val, stopped = self.val, "max_steps"
         bar = tqdm(
             total=cfg.max_steps,
             initial=self.step,
@@ -435,10 +478,11 @@ class Trainer:
                         )
                         break
                     continue
-                window_losses.append(loss)
+                self._window_losses.append(loss)
                 window_tokens += self.tokens - tokens_before
                 if self.step % cfg.log_interval == 0 or self.step == cfg.max_steps:
                     elapsed = time.perf_counter() - window_start
+                    window_losses = self._window_losses
                     record = {
                         "step": self.step,
                         "loss": sum(window_losses) / len(window_losses),
@@ -461,12 +505,15 @@ class Trainer:
                     if val is not None:
                         postfix["val"] = f"{val:.3f}"
                     bar.set_postfix(postfix, refresh=False)
-                    window_losses, window_tokens, window_start = [], 0, time.perf_counter()
+                    self._window_losses, window_tokens = [], 0
+                    window_start = time.perf_counter()
                 over_time = cfg.max_seconds and time.perf_counter() - start_time > cfg.max_seconds
+                paused_at = time.perf_counter()  # evaluation and saving do not count as training
                 if self.step % cfg.eval_interval == 0 or self.step == cfg.max_steps or over_time:
                     val = self._evaluate()
                 if cfg.save_interval and self.step % cfg.save_interval == 0:
                     self.save()
+                window_start += time.perf_counter() - paused_at
                 if stop.signum is not None:
                     stopped = "signal"
                     bar.write(f"received signal {stop.signum}: saving a checkpoint and stopping")

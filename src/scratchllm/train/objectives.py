@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from scratchllm.errors import ConfigError
 from scratchllm.train.loop import next_token_loss
 
 IGNORE_INDEX = -100  # targets the cross-entropy skips
@@ -37,7 +38,7 @@ class MaskedLM:
 
     def __post_init__(self) -> None:
         if not 0 < self.mask_prob < 1:
-            raise ValueError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
+            raise ConfigError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
         if self.replace_mask + self.replace_random > 1:
             raise ValueError("replace_mask + replace_random must be at most 1")
         if not 0 <= self.mask_id < self.vocab_size:
