@@ -9,6 +9,7 @@ from scratchllm.data.windows import WindowDataset
 from scratchllm.model import GPTModel, get_preset
 from scratchllm.train.config import TrainConfig
 from scratchllm.train.loop import Trainer, next_token_loss
+from scratchllm.train.metrics import read_metrics
 from scratchllm.train.pretrain import unigram_cross_entropy
 
 
@@ -51,14 +52,16 @@ def test_loss_falls_and_artifacts_are_written(tmp_path):
     assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("stop_at", [7, 10])
-def test_resume_equals_uninterrupted_bitwise(tmp_path, stop_at):
-    full = _trainer(tmp_path / "full", steps=20, log_interval=1)
+@pytest.mark.parametrize("stop_at,log_interval", [(7, 1), (10, 1), (7, 4)])
+def test_resume_equals_uninterrupted_bitwise(tmp_path, stop_at, log_interval):
+    # log_interval 4, stop at 7: the resumed run's first record (step 8) averages steps 5-8,
+    # three of which ran before the interruption
+    full = _trainer(tmp_path / "full", steps=20, log_interval=log_interval)
     full.fit()
     # first leg stops at `stop_at` and writes a checkpoint; the second resumes from it
-    first = _trainer(tmp_path / "split", steps=20, log_interval=1)
+    first = _trainer(tmp_path / "split", steps=20, log_interval=log_interval)
     assert first.fit(until_step=stop_at).stopped == "paused"
-    second = _trainer(tmp_path / "split2", steps=20, log_interval=1)
+    second = _trainer(tmp_path / "split2", steps=20, log_interval=log_interval)
     second.resume(tmp_path / "split" / "checkpoints" / f"step-{stop_at:07d}")
     second.fit()
     for (name, a), b in zip(full.model.state_dict().items(), second.model.state_dict().values()):
@@ -170,3 +173,83 @@ def test_eval_train_logs_the_eval_mode_loss_on_training_batches(tmp_path):
         trainer.model, trainer.train_eval_batches, next_token_loss, torch.device("cpu"), 20
     )
     assert logged[-1]["train_eval_loss"] == pytest.approx(again, rel=1e-6)
+
+
+def _scripted_val(values):
+    """A loss function whose evaluation (eval mode) returns the next of ``values``."""
+    calls = []
+
+    def loss_fn(model, batch):
+        if model.training:
+            return next_token_loss(model, batch)
+        calls.append(1)
+        index = (len(calls) - 1) // 2  # two validation batches per evaluation
+        return torch.tensor(values[index]), 1
+
+    return loss_fn
+
+
+def test_the_best_checkpoint_is_kept_beside_the_newest(tmp_path):
+    import json
+
+    from scratchllm.train import checkpoint as ckpt
+
+    trainer = _trainer(tmp_path, steps=8, eval_interval=2, eval_batches=2, save_interval=2)
+    trainer.cfg.keep_last = 1
+    trainer.loss_fn = _scripted_val([3.0, 1.0, 2.0, 4.0])  # evaluations at steps 2, 4, 6, 8
+    result = trainer.fit()
+    assert result.best_val_loss == 1.0
+    names = [p.name for p in ckpt.list_checkpoints(tmp_path)]
+    assert names == ["step-0000004", "step-0000008"]  # the best (4) and the newest (8)
+    best = json.loads((tmp_path / "checkpoints" / "best.json").read_text())
+    assert best == {"step": 4, "val_loss": 1.0, "path": "step-0000004"}
+    state = json.loads((tmp_path / "checkpoints" / "step-0000004" / "state.json").read_text())
+    assert state["val_loss"] == 1.0 and state["best_step"] == 4
+
+
+def test_resume_from_an_older_checkpoint_replaces_the_later_ones(tmp_path):
+    from scratchllm.train import checkpoint as ckpt
+
+    first = _trainer(tmp_path, steps=12, save_interval=4, keep_last=5, log_interval=2)
+    first.fit()
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)][-1] == "step-0000012"
+    again = _trainer(tmp_path, steps=12, save_interval=4, keep_last=5, log_interval=2, lr=1e-3)
+    again.resume(tmp_path / "checkpoints" / "step-0000004")
+    assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-0000004"]
+    logged = read_metrics(tmp_path / "metrics.jsonl")
+    assert logged and max(r["step"] for r in logged) <= 4  # the log is cut there too
+    again.fit()
+    # step 8 and 12 are this run's (lr 1e-3), not the first run's
+    state = ckpt.load_checkpoint(tmp_path / "checkpoints" / "step-0000012", again.model)
+    assert state["train_config"]["lr"] == 1e-3
+
+
+def test_tokens_per_second_leaves_out_evaluation_time(tmp_path):
+    import time
+
+    def slow_val(model, batch):
+        if not model.training:
+            time.sleep(0.5)
+        return next_token_loss(model, batch)
+
+    trainer = _trainer(tmp_path, steps=4, eval_interval=1, eval_batches=1, log_interval=4)
+    trainer.loss_fn = slow_val
+    result = trainer.fit()
+    (record,) = [r for r in result.history if "tokens_per_s" in r]
+    # 4 steps of 4 x 16 tokens took about 2 s of evaluation besides the training itself
+    assert record["tokens_per_s"] > 256 / 1.0
+
+
+def test_partial_saves_left_by_a_killed_process_are_removed(tmp_path):
+    partial = tmp_path / "checkpoints" / ".step-0000005.x1y2"
+    partial.mkdir(parents=True)
+    (partial / "model.safetensors").write_bytes(b"half")
+    doomed = tmp_path / "checkpoints" / ".step-0000003.deleting"
+    doomed.mkdir()
+    temp = tmp_path / ".model.safetensors.abc.tmp"
+    temp.write_bytes(b"half")
+    keep = tmp_path / "notes.txt"
+    keep.write_text("mine")
+    _trainer(tmp_path, steps=2)
+    assert not partial.exists() and not doomed.exists() and not temp.exists()
+    assert keep.read_text() == "mine"
