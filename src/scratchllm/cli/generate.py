@@ -100,26 +100,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--template",
         action="store_true",
-        help="wrap the prompt as a user message in the run's chat/instruction template",
+        help="wrap the prompt as a user message in the run's chat/instruction template and stop "
+        "at the template's end of turn (its stop strings and ids, besides any --stop)",
     )
     add_sampling_args(p)
     p.set_defaults(func=run)
 
 
-def _prompt_ids(engine, run_dir: str, prompt: str, use_template: bool) -> list[int]:
-    if not use_template:
-        return list(engine.encode(prompt))
+def _prompts(engine, args: argparse.Namespace) -> tuple[list[list[int]], dict]:
+    """Prompt ids and the stop settings: with ``--template`` each prompt is a user message in the
+    run's template, and the template's stop strings and ids join the user's ``--stop``."""
+    if not args.template:
+        return [list(engine.encode(p)) for p in args.prompt], {"stop": list(args.stop)}
     from scratchllm.generation.chat import template_for_run
 
-    template = template_for_run(run_dir)
-    return template.encode_prompt(engine.tokenizer, [{"role": "user", "content": prompt}])
+    template = template_for_run(args.run)
+    prompts = [
+        template.encode_prompt(engine.tokenizer, [{"role": "user", "content": p}])
+        for p in args.prompt
+    ]
+    stops = {
+        "stop": list(dict.fromkeys([*args.stop, *template.stop_strings])),
+        "stop_token_ids": template.stop_token_ids(engine.tokenizer),
+    }
+    return prompts, stops
 
 
 def run(args: argparse.Namespace) -> int:
     sampling = sampling_from_args(args)
     engine, _ = load_engine(args)
-    prompts = [_prompt_ids(engine, args.run, p, args.template) for p in args.prompt]
-    kw = dict(stop=args.stop, seed=args.seed, overflow=args.overflow)
+    prompts, stops = _prompts(engine, args)
+    kw = dict(**stops, seed=args.seed, overflow=args.overflow)
     if args.stream:
         for i, (text, ids) in enumerate(zip(args.prompt, prompts)):
             print(text, end="", flush=True)
