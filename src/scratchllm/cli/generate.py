@@ -53,12 +53,22 @@ def load_engine(args: argparse.Namespace):
     """(Engine, Run) for ``--run`` on ``--device`` in ``--dtype``."""
     import torch
 
+    from scratchllm.finetune.lora import is_adapter_run, load_adapter_run
     from scratchllm.generation import Engine
     from scratchllm.train.checkpoint import load_run
     from scratchllm.train.loop import resolve_device
 
     device = resolve_device(args.device)
-    loaded = load_run(args.run, device)
+    if is_adapter_run(args.run):  # `finetune ... --lora-r` output not yet merged
+        loaded = load_adapter_run(args.run, device)
+        print(
+            f"note: {args.run} is an unmerged LoRA adapter, applied in memory to its base run "
+            f"{loaded.config['adapter']['base_run']} (`scratchllm lora merge --run {args.run}` "
+            "makes a standalone run)",
+            file=sys.stderr,
+        )
+    else:
+        loaded = load_run(args.run, device)
     if args.dtype == "int8":
         from scratchllm.errors import ConfigError
         from scratchllm.generation.quantize import quantize_int8
@@ -84,7 +94,12 @@ def register(sub: argparse._SubParsersAction) -> None:
             "--prompt flags decode together as one batch)."
         ),
     )
-    p.add_argument("--run", required=True, help="run directory written by train/demo/finetune")
+    p.add_argument(
+        "--run",
+        required=True,
+        help="run directory written by train/demo/finetune (an unmerged LoRA adapter directory "
+        "is applied to its base run in memory)",
+    )
     p.add_argument("--prompt", required=True, action="append", help="text to continue")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--stream", action="store_true", help="print text as it is generated")
