@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
+from pathlib import Path
 
 from scratchllm.model import PRESETS
 
@@ -33,6 +35,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     for entry in SUBCOMMANDS:
         module, func = entry.split(":")
         getattr(importlib.import_module(module), func)(tasks)
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The command line that continues an interrupted run: every option given (not at its
+    default) as parsed, plus ``--resume``."""
+    parser: argparse.ArgumentParser = args.parser
+    words = ["scratchllm", "finetune", args.task]
+    for action in parser._actions:
+        flags = [f for f in action.option_strings if f.startswith("--")]
+        if not flags or action.dest in ("help", "resume"):
+            continue
+        value = getattr(args, action.dest, action.default)
+        if value == action.default:
+            continue
+        if isinstance(action, argparse._StoreTrueAction):
+            words.append(flags[0])
+        else:
+            words += [flags[0], str(value)]
+    return shlex.join([*words, "--resume"])
+
+
+def print_interrupted(args: argparse.Namespace, step: int, total: int, checkpoint: Path | None):
+    """What an interrupted fine-tuning run says instead of its results."""
+    print(
+        f"interrupted at step {step} of {total}: checkpoint saved to {checkpoint}/; "
+        "no final weights, evaluation or report were written"
+    )
+    print(f"resume with: {resume_command(args)}")
 
 
 def register_classify(sub: argparse._SubParsersAction) -> None:
@@ -106,8 +136,14 @@ def register_classify(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     t.add_argument("--seed", type=int, default=123)
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from the newest checkpoint in --out (same settings; "
+        "--epochs may grow)",
+    )
     p.add_argument("--out", required=True, help="output run directory")
-    p.set_defaults(func=run_classify)
+    p.set_defaults(func=run_classify, parser=p)
 
 
 def _fractions(text: str) -> tuple[float, float, float]:
@@ -184,7 +220,11 @@ def run_classify(args: argparse.Namespace) -> int:
         lora={"r": args.lora_r, "alpha": args.lora_alpha} if args.trainable == "lora" else None,
         base=args.base,
         progress=not args.no_progress,
+        resume=args.resume,
     )
+    if report.interrupted:
+        print_interrupted(args, report.step, report.total_steps, report.checkpoint)
+        return 0
     print(format_metrics(report.test))
     print(f"classifier saved to {report.run_dir}/ (report.json, accuracy.png, confusion.png)")
     print(f'use it with: scratchllm classify --run {report.run_dir} "some text"')

@@ -50,7 +50,12 @@ def _common(p: argparse.ArgumentParser, default_steps: int, default_lr: float) -
     t.add_argument("--weight-decay", type=float, default=0.0)
     t.add_argument("--eval-interval", type=int, default=50)
     t.add_argument("--save-interval", type=int, default=0, help="steps between checkpoints")
-    t.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the newest checkpoint in --out (same settings; --steps, --lr and the "
+        "intervals may change)",
+    )
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     t.add_argument("--seed", type=int, default=123)
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -84,7 +89,7 @@ def register(tasks: argparse._SubParsersAction) -> None:
         help="OpenAI-compatible base URL (e.g. http://localhost:8000/v1) to score responses 0-100",
     )
     p.add_argument("--judge-model", default="judge", help="model name sent to the judge")
-    p.set_defaults(func=run_instruct)
+    p.set_defaults(func=run_instruct, parser=p)
 
     d = tasks.add_parser(
         "dpo",
@@ -97,7 +102,7 @@ def register(tasks: argparse._SubParsersAction) -> None:
     )
     _common(d, default_steps=200, default_lr=5e-6)
     d.add_argument("--beta", type=float, default=0.1, help="DPO beta (default %(default)s)")
-    d.set_defaults(func=run_dpo)
+    d.set_defaults(func=run_dpo, parser=d)
 
 
 def _settings(args: argparse.Namespace):
@@ -137,6 +142,7 @@ def _split(text: str) -> tuple[float, float, float]:
 
 
 def run_instruct(args: argparse.Namespace) -> int:
+    from scratchllm.cli.finetune import print_interrupted
     from scratchllm.finetune.instruct import InstructConfig, finetune_instruct
     from scratchllm.finetune.templates import load_template
 
@@ -160,7 +166,13 @@ def run_instruct(args: argparse.Namespace) -> int:
         args.base, args.data, args.out, cfg, train, progress=not args.no_progress
     )
     r = report.result
-    print(f"trained {r.step} steps in {r.seconds:.0f} s; validation loss {r.val_loss}")
+    if report.interrupted:
+        print_interrupted(args, r.step, train.max_steps, report.checkpoint)
+        return 0
+    print(
+        f"trained {r.step} steps in {r.seconds:.0f} s (stopped: {r.stopped}); "
+        f"validation loss {r.val_loss}"
+    )
     print(f"examples: {report.sizes}; {report.skips.summary()}")
     print(
         f"held-out responses: {len(report.responses)} in {report.run_dir}/responses.jsonl; "
@@ -175,6 +187,7 @@ def run_instruct(args: argparse.Namespace) -> int:
 
 
 def run_dpo(args: argparse.Namespace) -> int:
+    from scratchllm.cli.finetune import print_interrupted
     from scratchllm.finetune.preference import DPOConfig, finetune_dpo
 
     split, lora, train = _settings(args)
@@ -188,6 +201,11 @@ def run_dpo(args: argparse.Namespace) -> int:
         resume=args.resume,
     )
     report = finetune_dpo(args.base, args.data, args.out, cfg, train, progress=not args.no_progress)
+    r = report.result
+    if report.interrupted:
+        print_interrupted(args, r.step, train.max_steps, report.checkpoint)
+        return 0
+    print(f"trained {r.step} steps in {r.seconds:.0f} s (stopped: {r.stopped})")
     print(f"pairs: {report.sizes}; {report.skips.summary()}")
     print(f"initial validation DPO loss {report.initial_loss:.4f}")
     for e in report.evals:

@@ -53,12 +53,22 @@ def load_engine(args: argparse.Namespace):
     """(Engine, Run) for ``--run`` on ``--device`` in ``--dtype``."""
     import torch
 
+    from scratchllm.finetune.lora import is_adapter_run, load_adapter_run
     from scratchllm.generation import Engine
     from scratchllm.train.checkpoint import load_run
     from scratchllm.train.loop import resolve_device
 
     device = resolve_device(args.device)
-    loaded = load_run(args.run, device)
+    if is_adapter_run(args.run):  # `finetune ... --lora-r` output not yet merged
+        loaded = load_adapter_run(args.run, device)
+        print(
+            f"note: {args.run} is an unmerged LoRA adapter, applied in memory to its base run "
+            f"{loaded.config['adapter']['base_run']} (`scratchllm lora merge --run {args.run}` "
+            "makes a standalone run)",
+            file=sys.stderr,
+        )
+    else:
+        loaded = load_run(args.run, device)
     if args.dtype == "int8":
         from scratchllm.errors import ConfigError
         from scratchllm.generation.quantize import quantize_int8
@@ -84,7 +94,12 @@ def register(sub: argparse._SubParsersAction) -> None:
             "--prompt flags decode together as one batch)."
         ),
     )
-    p.add_argument("--run", required=True, help="run directory written by train/demo/finetune")
+    p.add_argument(
+        "--run",
+        required=True,
+        help="run directory written by train/demo/finetune (an unmerged LoRA adapter directory "
+        "is applied to its base run in memory)",
+    )
     p.add_argument("--prompt", required=True, action="append", help="text to continue")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--stream", action="store_true", help="print text as it is generated")
@@ -100,26 +115,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--template",
         action="store_true",
-        help="wrap the prompt as a user message in the run's chat/instruction template",
+        help="wrap the prompt as a user message in the run's chat/instruction template and stop "
+        "at the template's end of turn (its stop strings and ids, besides any --stop)",
     )
     add_sampling_args(p)
     p.set_defaults(func=run)
 
 
-def _prompt_ids(engine, run_dir: str, prompt: str, use_template: bool) -> list[int]:
-    if not use_template:
-        return list(engine.encode(prompt))
+def _prompts(engine, args: argparse.Namespace) -> tuple[list[list[int]], dict]:
+    """Prompt ids and the stop settings: with ``--template`` each prompt is a user message in the
+    run's template, and the template's stop strings and ids join the user's ``--stop``."""
+    if not args.template:
+        return [list(engine.encode(p)) for p in args.prompt], {"stop": list(args.stop)}
     from scratchllm.generation.chat import template_for_run
 
-    template = template_for_run(run_dir)
-    return template.encode_prompt(engine.tokenizer, [{"role": "user", "content": prompt}])
+    template = template_for_run(args.run)
+    prompts = [
+        template.encode_prompt(engine.tokenizer, [{"role": "user", "content": p}])
+        for p in args.prompt
+    ]
+    stops = {
+        "stop": list(dict.fromkeys([*args.stop, *template.stop_strings])),
+        "stop_token_ids": template.stop_token_ids(engine.tokenizer),
+    }
+    return prompts, stops
 
 
 def run(args: argparse.Namespace) -> int:
     sampling = sampling_from_args(args)
     engine, _ = load_engine(args)
-    prompts = [_prompt_ids(engine, args.run, p, args.template) for p in args.prompt]
-    kw = dict(stop=args.stop, seed=args.seed, overflow=args.overflow)
+    prompts, stops = _prompts(engine, args)
+    kw = dict(**stops, seed=args.seed, overflow=args.overflow)
     if args.stream:
         for i, (text, ids) in enumerate(zip(args.prompt, prompts)):
             print(text, end="", flush=True)

@@ -41,6 +41,7 @@ from scratchllm.finetune.classify_data import (
     read_examples,
     stratified_split,
 )
+from scratchllm.finetune.resume import INTERRUPTED, newest_checkpoint, run_trainer, start_run
 from scratchllm.model import EncoderModel, GPTModel, get_preset
 from scratchllm.train.checkpoint import atomic_write_json
 from scratchllm.train.config import TrainConfig
@@ -232,6 +233,9 @@ class ClassificationLoss:
 
 @dataclass
 class ClassifyReport:
+    """What a run produced. An interrupted run (stopped by a signal) saved ``checkpoint`` and
+    nothing else: ``accuracy`` and ``test`` are empty, no report.json or classifier was written."""
+
     run_dir: Path
     seconds: float  # wall time of the training loop
     epochs: list[dict[str, Any]]  # per-epoch train/val loss and accuracy
@@ -239,6 +243,14 @@ class ClassifyReport:
     test: dict[str, Any]  # classification_metrics on the test split
     trainable: tuple[int, int] = (0, 0)  # (trainable, total) parameters
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    stopped: str = "max_steps"  # TrainResult.stopped
+    step: int = 0  # optimizer steps done
+    total_steps: int = 0  # epochs * steps per epoch
+    checkpoint: Path | None = None  # the checkpoint an interrupted run resumes from
+
+    @property
+    def interrupted(self) -> bool:
+        return self.stopped in INTERRUPTED
 
 
 def finetune_classifier(
@@ -257,8 +269,13 @@ def finetune_classifier(
     base: str | None = None,
     log: Callable[[str], None] = tqdm.write,
     progress: bool = True,
+    resume: bool = False,
 ) -> ClassifyReport:
-    """Train a classifier head (and the chosen backbone parts) for ``epochs``; save the run."""
+    """Train a classifier head (and the chosen backbone parts) for ``epochs``; save the run.
+
+    With ``resume``, continue from the newest checkpoint in ``run_dir`` (written when a run is
+    stopped by a signal); the settings must be the ones it started with, ``epochs`` may grow.
+    """
     if epochs < 1:
         raise ConfigError(f"epochs={epochs} must be >= 1")
     torch.manual_seed(train_cfg.seed)
@@ -314,9 +331,14 @@ def finetune_classifier(
         f"max_length {max_length}; {arch} with {config.pooling} pooling; "
         f"trainable '{trainable}': {n_train:,} of {n_total:,} parameters"
     )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "metrics.jsonl").unlink(missing_ok=True)
-    atomic_write_json(run_dir / "train_config.json", train_cfg.to_dict())
+    settings = {
+        "task": "classify",
+        "base": str(Path(base).resolve()) if base else None,
+        "classifier": config.to_dict(),
+        "model": backbone.cfg.to_dict(),
+        "examples": {name: len(ds) for name, ds in data.items()},
+    }
+    resume_from = start_run(run_dir, resume, settings, train_cfg, model, log)
     loss_fn = ClassificationLoss()
     trainer = Trainer(
         model,
@@ -327,7 +349,6 @@ def finetune_classifier(
         loss_fn=loss_fn,
         progress=progress,
     )
-    history: list[dict[str, Any]] = []
 
     def on_eval(step: int, val_loss: float) -> None:
         (train_loss, train_acc), (_, val_acc) = loss_fn.means(True), loss_fn.means(False)
@@ -340,7 +361,6 @@ def finetune_classifier(
             "val_acc": val_acc,
         }
         trainer.metrics.write(record)
-        history.append(record)
         loss_fn.reset()
         log(
             f"epoch {record['epoch']:.2f}: train loss {train_loss:.4f} acc {train_acc:.4f} | "
@@ -348,7 +368,22 @@ def finetune_classifier(
         )
 
     trainer.on_eval = on_eval
-    result = trainer.fit()
+    result = run_trainer(trainer, resume_from, log)
+    # every epoch's record, those of a run this one resumed included (kept in metrics.jsonl)
+    history = [r for r in result.history if "train_acc" in r]
+    status = {"stopped": result.stopped, "step": result.step, "total_steps": train_cfg.max_steps}
+    if result.stopped in INTERRUPTED:  # a checkpoint was saved; no scores until --resume
+        return ClassifyReport(
+            run_dir,
+            result.seconds,
+            history,
+            {},
+            {},
+            (n_train, n_total),
+            splits.counts(),
+            **status,
+            checkpoint=newest_checkpoint(run_dir),
+        )
     model = trainer.model.eval()
 
     accuracy, test_metrics = {}, {}
@@ -368,6 +403,7 @@ def finetune_classifier(
         test_metrics,
         (n_train, n_total),
         splits.counts(),
+        **status,
     )
     save_classifier(run_dir, model.cpu(), config, tokenizer, {"base": base})
     write_report(report)
@@ -395,6 +431,8 @@ def write_report(report: ClassifyReport) -> None:
             "trainable_parameters": report.trainable[0],
             "total_parameters": report.trainable[1],
             "counts": report.counts,
+            "stopped": report.stopped,
+            "steps": report.step,
         },
     )
     plot_epochs(report.epochs, report.run_dir / "accuracy.png")

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from scratchllm.finetune.lora import (
     save_adapter,
     trainable_summary,
 )
+from scratchllm.finetune.resume import INTERRUPTED, newest_checkpoint, run_trainer, start_run
 from scratchllm.finetune.templates import (
     Message,
     Template,
@@ -41,7 +42,7 @@ from scratchllm.finetune.templates import (
     get_template,
     save_template,
 )
-from scratchllm.train.checkpoint import atomic_write_bytes, atomic_write_json, list_checkpoints
+from scratchllm.train.checkpoint import atomic_write_bytes
 from scratchllm.train.config import TrainConfig
 from scratchllm.train.loop import Trainer, TrainResult
 
@@ -294,6 +295,9 @@ class InstructConfig:
 
 @dataclass
 class InstructReport:
+    """What a run produced. An interrupted run (``interrupted``: stopped by a signal) saved a
+    checkpoint (``checkpoint``) and nothing else: no final weights, no responses."""
+
     run_dir: Path
     result: TrainResult
     sizes: dict[str, int]  # examples per split after skips
@@ -302,6 +306,11 @@ class InstructReport:
     stop_rate: float  # share of responses that ended with the template's end token
     exact_match: float  # share of responses equal to the reference (stripped)
     judge_mean: float | None = None  # mean 0-100 judge score; None when skipped
+    checkpoint: Path | None = None  # the checkpoint an interrupted run can resume from
+
+    @property
+    def interrupted(self) -> bool:
+        return self.result.stopped in INTERRUPTED
 
 
 def prepare_model(base_run: str | Path, template: Template, lora: LoRAConfig | None, log: Log):
@@ -343,12 +352,18 @@ def build_loaders(examples: dict[str, list[Example]], pad_id: int, context: int,
     return loader, val_batches
 
 
-def run_trainer(trainer: Trainer, out: Path, resume: bool, log: Log) -> TrainResult:
-    if resume and list_checkpoints(out):
-        last = list_checkpoints(out)[-1]
-        log(f"resuming from {last}")
-        trainer.resume(last)
-    return trainer.fit()
+def tuning_settings(
+    task: str, base_run: str | Path, template: Template, lora: LoRAConfig | None, **extra: Any
+) -> dict[str, Any]:
+    """The settings a fine-tuning run saves as ``finetune.json`` and ``--resume`` checks."""
+    return {
+        "task": task,
+        "base": str(Path(base_run).resolve()),
+        "template": template.name,
+        "system": template.system,
+        "lora": asdict(lora) if lora is not None else None,
+        **extra,
+    }
 
 
 def save_tuned(
@@ -399,15 +414,28 @@ def finetune_instruct(
     )
     pad_id = tokenizer.eot_id if tokenizer.eot_id is not None else 0
     loader, val_batches = build_loaders(examples, pad_id, context, cfg, train_cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    if not cfg.resume:
-        (out / "metrics.jsonl").unlink(missing_ok=True)
-    atomic_write_json(out / "train_config.json", train_cfg.to_dict())
+    settings = tuning_settings(
+        "instruct",
+        base_run,
+        template,
+        cfg.lora,
+        mask_prompt=cfg.mask_prompt,
+        split=list(cfg.split),
+        on_overflow=cfg.on_overflow,
+        skip_invalid=cfg.skip_invalid,
+        examples={"train": len(examples["train"]), "val": len(examples["val"])},
+    )
+    resume_from = start_run(out, cfg.resume, settings, train_cfg, model, log)
     trainer = Trainer(model, train_cfg, loader, val_batches, run_dir=out, progress=progress)
-    result = run_trainer(trainer, out, cfg.resume, log)
+    result = run_trainer(trainer, resume_from, log)
+    held_out = parts[2][: cfg.max_responses] if cfg.max_responses is not None else parts[2]
+    sizes = {"train": len(examples["train"]), "val": len(examples["val"]), "test": len(held_out)}
+    if result.stopped in INTERRUPTED:  # a checkpoint was saved; the rest waits for --resume
+        return InstructReport(
+            out, result, sizes, skips, [], 0.0, 0.0, checkpoint=newest_checkpoint(out)
+        )
     model = trainer.model.eval()
     save_tuned(out, model, tokenizer, template, cfg.lora, base_run)
-    held_out = parts[2][: cfg.max_responses] if cfg.max_responses is not None else parts[2]
     responses = generate_responses(model, tokenizer, template, held_out, cfg.max_new_tokens)
     judge_mean = None
     if cfg.judge_url:
@@ -418,7 +446,6 @@ def finetune_instruct(
             valid = [s for s in scores if s is not None]
             judge_mean = sum(valid) / len(valid) if valid else None
     write_jsonl(out / RESPONSES_FILE, responses)
-    sizes = {"train": len(examples["train"]), "val": len(examples["val"]), "test": len(held_out)}
     n = max(len(responses), 1)
     return InstructReport(
         run_dir=out,

@@ -304,3 +304,38 @@ def merge_adapter_run(run_dir: str | Path, base_run: str | Path | None = None) -
     n = merge_lora(run.model)
     save_run(run_dir, run.model.eval(), run.model.cfg, run.tokenizer)
     return run_dir, n
+
+
+def is_adapter_run(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds an adapter that was never merged (adapter.json, no config.json)."""
+    from scratchllm.train.checkpoint import CONFIG_FILE
+
+    run_dir = Path(run_dir)
+    return (run_dir / ADAPTER_CONFIG).is_file() and not (run_dir / CONFIG_FILE).exists()
+
+
+def load_adapter_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Any:
+    """Load an unmerged adapter directory as a `Run`: its base run (from ``adapter.json``) with the
+    adapter applied and merged in memory, and the adapter directory's tokenizer. Nothing is
+    written; ``scratchllm lora merge`` makes the standalone run. A missing base run raises a
+    ``CheckpointError`` that says how to merge with another base."""
+    from scratchllm.tokenizer import load_tokenizer
+    from scratchllm.train.checkpoint import TOKENIZER_FILE, Run, load_run
+
+    run_dir = Path(run_dir)
+    _, record = read_adapter_config(run_dir)
+    base = record.get("base_run")
+    merge = f"`scratchllm lora merge --run {run_dir} --base BASE_RUN`"
+    if not base or not Path(base).is_dir():
+        where = f"its base run {base} is not found" if base else "it records no base run"
+        raise CheckpointError(
+            f"{run_dir} is a LoRA adapter run (adapter.json, no config.json) and {where}; "
+            f"merge it with {merge} to make a standalone run"
+        )
+    run = load_run(base)
+    load_adapter(run.model, run_dir)
+    merge_lora(run.model)
+    tokenizer = load_tokenizer(run_dir) if (run_dir / TOKENIZER_FILE).exists() else run.tokenizer
+    model = run.model.requires_grad_(False).to(device).eval()
+    # the base run's config record, plus the adapter's record (which names the base)
+    return Run(run_dir, model, tokenizer, {**run.config, "adapter": record})

@@ -34,13 +34,13 @@ from scratchllm.finetune.instruct import (
     prepare_model,
     prompt_messages,
     read_records,
-    run_trainer,
     save_tuned,
     split_items,
+    tuning_settings,
 )
 from scratchllm.finetune.lora import LoRAConfig, lora_disabled, lora_layers
+from scratchllm.finetune.resume import INTERRUPTED, newest_checkpoint, run_trainer, start_run
 from scratchllm.finetune.templates import Message, Template, get_template, load_template
-from scratchllm.train.checkpoint import atomic_write_json
 from scratchllm.train.config import TrainConfig
 from scratchllm.train.loop import Trainer, TrainResult
 
@@ -243,6 +243,11 @@ class DPOReport:
     skips: SkipReport
     initial_loss: float  # validation loss before training (ln 2 when policy == reference)
     evals: list[dict[str, float]] = field(default_factory=list)  # per evaluation: rewards, margin
+    checkpoint: Path | None = None  # an interrupted run (stopped by a signal) resumes from it
+
+    @property
+    def interrupted(self) -> bool:
+        return self.result.stopped in INTERRUPTED
 
 
 def finetune_dpo(
@@ -284,10 +289,17 @@ def finetune_dpo(
     pad_id = tokenizer.eot_id if tokenizer.eot_id is not None else 0
     loader, val_batches = _pair_loaders(encoded, pad_id, context, train_cfg)
     objective = DPOObjective(None, cfg.beta)
-    out.mkdir(parents=True, exist_ok=True)
-    if not cfg.resume:
-        (out / "metrics.jsonl").unlink(missing_ok=True)
-    atomic_write_json(out / "train_config.json", train_cfg.to_dict())
+    settings = tuning_settings(
+        "dpo",
+        base_run,
+        template,
+        cfg.lora,
+        beta=cfg.beta,
+        split=list(cfg.split),
+        skip_invalid=cfg.skip_invalid,
+        examples={"train": len(encoded["train"]), "val": len(encoded["val"])},
+    )
+    resume_from = start_run(out, cfg.resume, settings, train_cfg, model, log)
     evals: list[dict[str, float]] = []
 
     def on_eval(step: int, val_loss: float) -> None:
@@ -316,9 +328,11 @@ def finetune_dpo(
     )
     objective.val_stats.pop("val_")
     log(f"initial validation DPO loss {initial:.4f} (ln 2 = 0.6931 when policy == reference)")
-    result = run_trainer(trainer, out, cfg.resume, log)
-    save_tuned(out, trainer.model.eval(), tokenizer, template, cfg.lora, base_run)
+    result = run_trainer(trainer, resume_from, log)
     sizes = {"train": len(encoded["train"]), "val": len(encoded["val"])}
+    if result.stopped in INTERRUPTED:  # a checkpoint was saved; no final run until --resume
+        return DPOReport(out, result, sizes, skips, initial, evals, newest_checkpoint(out))
+    save_tuned(out, trainer.model.eval(), tokenizer, template, cfg.lora, base_run)
     return DPOReport(out, result, sizes, skips, initial, evals)
 
 
