@@ -1,5 +1,6 @@
 import json
 import os
+import stat
 
 import pytest
 import torch
@@ -122,3 +123,49 @@ def test_load_run_rejects_other_architectures_by_name(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(record))
     with pytest.raises(CheckpointError, match="GPTClassifier"):
         ckpt.load_run(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "file,content,message",
+    [
+        ("manifest.json", "{}", "does not list model.safetensors, state.json"),
+        ("manifest.json", "[]", "not a manifest"),
+        ("state.json", "[]", "not a JSON object"),
+    ],
+)
+def test_edited_checkpoint_files_are_named_errors(tmp_path, file, content, message):
+    model = _model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    directory = ckpt.save_checkpoint(tmp_path / "step-0000001", model, opt, {"step": 1})
+    if file == "state.json":  # an edit the manifest agrees with
+        (directory / file).write_text(content)
+        manifest = json.loads((directory / "manifest.json").read_text())
+        manifest[file] = ckpt.sha256_file(directory / file)
+        (directory / "manifest.json").write_text(json.dumps(manifest))
+    else:
+        (directory / file).write_text(content)
+    with pytest.raises(CheckpointError, match=message):
+        ckpt.load_checkpoint(directory, _model(), opt)
+
+
+def test_an_unlisted_optimizer_file_makes_the_checkpoint_incomplete(tmp_path):
+    model = _model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    directory = ckpt.save_checkpoint(tmp_path / "step-0000001", model, opt, {"step": 1})
+    manifest = json.loads((directory / "manifest.json").read_text())
+    del manifest["optimizer.pt"]
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="does not list optimizer.pt"):
+        ckpt.verify_checkpoint(directory)
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        ckpt.atomic_write_json(tmp_path / "a.json", {"x": 1})
+        directory = ckpt.save_checkpoint(tmp_path / "step-0000001", _model(), None, {"step": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o755
+    assert stat.S_IMODE((directory / "model.safetensors").stat().st_mode) == 0o644

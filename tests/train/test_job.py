@@ -136,6 +136,58 @@ def test_resume_with_a_different_model_names_the_fields(tmp_path):
         run_job(changed, progress=False)
 
 
+def test_a_new_run_refuses_an_old_runs_directory_unless_told_to_overwrite(tmp_path):
+    out = tmp_path / "run"
+    args = [f'out="{out}"', f'data.path="{_corpus(tmp_path)}"']
+    run_job(load_job(str(_job_file(tmp_path, 4, 2)), args), progress=False)
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match="already holds a run .*--resume.*--overwrite"):
+        run_job(load_job(str(_job_file(tmp_path, 4, 2)), args + ["train.lr=1e-2"]), progress=False)
+    assert (out / "model.safetensors").read_bytes() == before  # nothing was touched
+    job = load_job(str(_job_file(tmp_path, 2, 0)), args + ["train.lr=1e-2", "overwrite=true"])
+    run_job(job, progress=False)
+    assert ckpt.list_checkpoints(out) == []  # the old run's step-2 and step-4 are gone
+    assert (out / "model.safetensors").read_bytes() != before
+    logged = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert max(logged) == 2  # only this run's steps
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("model.bogus=1", "unknown ModelConfig field"),
+        ('train.max_steps="3"', "TrainConfig.max_steps must be an integer, got '3'"),
+        ("train.lr=fast", "TrainConfig.lr must be a number"),
+        ("train.compile=1", "TrainConfig.compile must be true or false"),
+        ("train.keep_last=0", "keep_last must be >= 1"),
+        ("data.stride=-1", "data.stride must be >= 0"),
+        ("data.val_fraction=1.5", r"data.val_fraction must be in \[0, 1\)"),
+        ('data.vocab_size="big"', "data.vocab_size must be an integer"),
+        ("overwrite=1", "overwrite must be true or false"),
+    ],
+)
+def test_bad_job_values_are_one_line_errors(tmp_path, capsys, override, message):
+    from scratchllm.cli import main
+
+    cmd = _pretrain_cmd(tmp_path, tmp_path / "run", 2, 0, "--set", override)[3:]
+    assert main(cmd) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert __import__("re").search(message, err), err
+
+
+def test_the_printed_job_is_the_resolved_configuration(tmp_path, capsys):
+    from scratchllm.cli import main
+
+    assert main(_pretrain_cmd(tmp_path, tmp_path / "run", 2, 0, "--set", "train.lr=0.01")[3:]) == 0
+    out = capsys.readouterr().out
+    text = out[out.index("{") : out.index("\n}\n") + 2]
+    shown = json.loads(text)
+    assert shown["train"]["lr"] == 0.01 and shown["train"]["grad_clip"] == 1.0  # a default
+    assert shown["model"]["n_layer"] == 1 and shown["model"]["norm"] == "layernorm"
+    assert shown["data"]["tokenizer"] == "char"
+
+
 KILL_DURING_SAVE = """
 import os, signal, sys
 from scratchllm.model import GPTModel, get_preset

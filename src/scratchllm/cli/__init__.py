@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import warnings
 
@@ -52,14 +53,27 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"warning: {message}", file=sys.stderr)
 
 
+def _message(exc: BaseException) -> str:
+    """One line for the user: an OS error as "reason: path", anything else as its message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        paths = [p for p in (exc.filename, exc.filename2) if p is not None]
+        return f"{exc.strerror}: {' -> '.join(map(str, paths))}" if paths else exc.strerror
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
     warnings.showwarning = _show_warning
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         code = args.func(args)
-    except (ScratchLLMError, FileNotFoundError) as exc:
-        print(f"scratchllm {args.command}: error: {exc}", file=sys.stderr)
+    # Bad input: our own errors, a value the library refuses (ValueError) or a path that cannot
+    # be used (OSError: missing, a directory, a file, no permission) is one line and exit 2.
+    # SCRATCHLLM_DEBUG=1 shows the traceback instead. Anything else is a bug and raises.
+    except (ScratchLLMError, ValueError, OSError) as exc:
+        if os.environ.get("SCRATCHLLM_DEBUG"):
+            raise
+        print(f"scratchllm {args.command}: error: {_message(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

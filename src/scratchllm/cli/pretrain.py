@@ -59,9 +59,13 @@ def run(args: argparse.Namespace) -> int:
         if value is not None:
             overrides.append(f"{key}={json.dumps(value)}")
     job = load_job(args.config, overrides)
-    resolve_configs(job, vocab_size=max(job.data.vocab_size, 1))  # fail fast on bad fields
+    # every field as the run will use it (defaults and preset included); fails fast on bad ones
+    model_cfg, train_cfg = resolve_configs(job, vocab_size=max(job.data.vocab_size, 1))
+    resolved = job.to_dict()
+    resolved["model"] = {**model_cfg.to_dict(), "vocab_size": "(the tokenizer's)"}
+    resolved["train"] = train_cfg.to_dict()
     print("resolved job:")
-    print(json.dumps(job.to_dict(), indent=2))
+    print(json.dumps(resolved, indent=2))
     result = run_job(job, progress=not args.no_progress)
     print(
         f"stopped after step {result.step} ({result.stopped}); "

@@ -98,6 +98,8 @@ def load_job(path: str | None, overrides: list[str] = ()) -> Job:
             raw = json.loads(text) if file.suffix == ".json" else tomllib.loads(text)
         except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"{file}: cannot parse ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a table (object) of keys")
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep:
@@ -106,10 +108,18 @@ def load_job(path: str | None, overrides: list[str] = ()) -> Job:
         node = raw
         for section in sections:
             node = node.setdefault(section, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {section} is not a table")
         node[name] = _parse_value(value.strip())
     unknown = set(raw) - TOP_LEVEL
     if unknown:
         raise ConfigError(f"unknown config key(s): {', '.join(sorted(unknown))}")
+    for table in ("data", "model", "train"):
+        if not isinstance(raw.get(table, {}), dict):
+            raise ConfigError(f"[{table}] must be a table of keys, got {raw[table]!r}")
+    for key in ("out", "objective", "resume"):
+        if key in raw and not isinstance(raw[key], str):
+            raise ConfigError(f"{key} must be a string, got {raw[key]!r}")
     data = raw.get("data", {})
     bad = set(data) - DATA_KEYS
     if bad:
@@ -146,16 +156,22 @@ def resolve_configs(job: Job, vocab_size: int):
     return model_cfg, TrainConfig.from_dict(job.train)
 
 
-def build_tokenizer(spec: DataSpec, train_texts: list[str], run_dir: Path):
-    """The job's tokenizer: reloaded from the run on resume, loaded from a path, or trained."""
+def build_tokenizer(spec: DataSpec, train_texts: list[str], run_dir: Path, objective: str = ""):
+    """The job's tokenizer: reloaded from the run on resume, loaded from a path, or trained
+    (with a ``[MASK]`` special token when the objective is masked-token prediction)."""
     from scratchllm.tokenizer import BPETokenizer, WordTokenizer, load_tokenizer
+    from scratchllm.tokenizer.bpe import ENDOFTEXT
+    from scratchllm.tokenizer.simple import DEFAULT_SPECIALS
 
+    masked = objective == "masked"
     if (run_dir / "tokenizer.json").exists():
         return load_tokenizer(run_dir)
     if spec.tokenizer == "bpe":
-        return BPETokenizer.train(train_texts, spec.vocab_size)
+        specials = (ENDOFTEXT, "[MASK]") if masked else (ENDOFTEXT,)
+        return BPETokenizer.train(train_texts, spec.vocab_size, special_tokens=specials)
     if spec.tokenizer in ("char", "word"):
-        return WordTokenizer.train(train_texts, mode=spec.tokenizer)
+        specials = {**DEFAULT_SPECIALS, "mask": "[MASK]"} if masked else None
+        return WordTokenizer.train(train_texts, mode=spec.tokenizer, specials=specials)
     return load_tokenizer(spec.tokenizer)
 
 
@@ -175,7 +191,7 @@ def build_data(job: Job, seed: int):
         return tokenizer, None, val_ids
     docs = read_text_sources(job.data.path)
     train_docs, val_docs = split_documents(docs, job.data.val_fraction, seed=seed)
-    tokenizer = build_tokenizer(job.data, [d.text for d in train_docs], run_dir)
+    tokenizer = build_tokenizer(job.data, [d.text for d in train_docs], run_dir, job.objective)
     train_ids, val_ids = split_ids(train_docs, val_docs, tokenizer, job.data.val_fraction)
     return tokenizer, train_ids, val_ids
 
