@@ -188,6 +188,67 @@ def test_the_printed_job_is_the_resolved_configuration(tmp_path, capsys):
     assert shown["data"]["tokenizer"] == "char"
 
 
+def test_resume_with_other_data_settings_is_refused_before_anything_is_written(tmp_path):
+    out = tmp_path / "run"
+    args = [f'out="{out}"', f'data.path="{_corpus(tmp_path)}"']
+    run_job(load_job(str(_job_file(tmp_path, 4, 2)), args), progress=False)
+    job_json = (out / "job.json").read_text()
+    changed = args + ['data.tokenizer="bpe"', "data.vocab_size=300", 'resume="auto"']
+    with pytest.raises(CheckpointError, match="data.tokenizer: char in checkpoint, bpe now"):
+        run_job(load_job(str(_job_file(tmp_path, 6, 2)), changed), progress=False)
+    assert (out / "job.json").read_text() == job_json
+
+
+def test_resume_from_a_run_directory_takes_its_newest_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    args = [f'out="{out}"', f'data.path="{_corpus(tmp_path)}"']
+    run_job(load_job(str(_job_file(tmp_path, 4, 2)), args), progress=False)
+    logs: list[str] = []
+    job = load_job(str(_job_file(tmp_path, 6, 2)), args + [f'resume="{out}"'])
+    assert run_job(job, progress=False, log=logs.append).step == 6
+    assert any("step-0000004 at step 4" in line for line in logs), logs
+
+
+def test_shards_need_the_tokenizer_they_were_prepared_with(tmp_path):
+    from scratchllm.tokenizer import BPETokenizer
+
+    text = _corpus(tmp_path).read_text()
+    BPETokenizer.train([text], 300).save(tmp_path / "tok")
+    BPETokenizer.train([text], 265).save(tmp_path / "other")  # the corpus allows 274
+    main_args = ["--data", str(_corpus(tmp_path)), "--tokenizer", str(tmp_path / "tok")]
+    from scratchllm.cli import main
+
+    assert (
+        main(["data", "prepare", *main_args, "--out", str(tmp_path / "shards"), "--no-progress"])
+        == 0
+    )
+    base = [f'out="{tmp_path / "run"}"', f'data.shards="{tmp_path / "shards"}"']
+    with pytest.raises(ConfigError, match="not the tokenizer"):
+        run_job(
+            load_job(
+                str(_job_file(tmp_path, 2, 0)), base + [f'data.tokenizer="{tmp_path / "other"}"']
+            )
+        )
+    with pytest.raises(ConfigError, match="needs data.tokenizer to be the directory"):
+        run_job(load_job(str(_job_file(tmp_path, 2, 0)), base))  # the job file's "char"
+    missing = [f'out="{tmp_path / "run"}"', f'data.shards="{tmp_path / "nosuch"}"']
+    with pytest.raises(Exception, match="no shard index"):
+        run_job(load_job(str(_job_file(tmp_path, 2, 0)), missing))
+    ok = base + [f'data.tokenizer="{tmp_path / "tok"}"']
+    assert run_job(load_job(str(_job_file(tmp_path, 2, 0)), ok), progress=False).step == 2
+
+
+def test_a_tokenizer_without_end_of_text_is_a_named_error(tmp_path):
+    from scratchllm.tokenizer import BPETokenizer
+
+    text = _corpus(tmp_path).read_text()
+    BPETokenizer.train([text], 300, special_tokens=("[MASK]",)).save(tmp_path / "tokm")
+    args = [f'out="{tmp_path / "run"}"', f'data.path="{_corpus(tmp_path)}"']
+    job = load_job(str(_job_file(tmp_path, 2, 0)), args + [f'data.tokenizer="{tmp_path / "tokm"}"'])
+    with pytest.raises(Exception, match="no end-of-text token"):
+        run_job(job, progress=False)
+
+
 KILL_DURING_SAVE = """
 import os, signal, sys
 from scratchllm.model import GPTModel, get_preset

@@ -69,6 +69,14 @@ def load_engine(args: argparse.Namespace):
         )
     else:
         loaded = load_run(args.run, device)
+    if loaded.tokenizer is None:
+        from scratchllm.errors import CheckpointError
+
+        raise CheckpointError(
+            f"{args.run} has no tokenizer (tokenizer.json): text cannot be encoded; copy the "
+            "tokenizer the model was trained with into it (`scratchllm convert` writes one when "
+            "the source has GPT-2 vocab.json/merges.txt or tokenizer.json)"
+        )
     if args.dtype == "int8":
         from scratchllm.errors import ConfigError
         from scratchllm.generation.quantize import quantize_int8

@@ -12,6 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from scratchllm.data.sources import Document
+from scratchllm.errors import DataError
 
 # Token ids fit in uint16 up to this vocabulary size (GPT-2's 50,257 does); uint32 beyond it.
 UINT16_VOCAB_LIMIT = 2**16
@@ -59,6 +60,11 @@ def encode_documents(
 
     The result has the smallest dtype for the vocabulary, ready for ``WindowDataset``.
     """
+    if eot and tokenizer.eot_id is None:
+        raise DataError(
+            "the tokenizer has no end-of-text token to separate documents; train it with one "
+            "(e.g. `scratchllm tokenizer train ... --special '<|endoftext|>'`)"
+        )
     parts = [
         document_ids(tokenizer, d if isinstance(d, str) else d.text, bos_id=bos_id, eot=eot)
         for d in docs

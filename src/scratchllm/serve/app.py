@@ -412,6 +412,13 @@ def create_app(
     step_mode: str = "auto",
 ) -> Starlette:
     """The ASGI app for one model. ``template``: the run's chat template (plain lines if None)."""
+    if tokenizer is None:
+        from scratchllm.errors import CheckpointError
+
+        raise CheckpointError(
+            "the run has no tokenizer (tokenizer.json), so requests cannot be encoded; copy the "
+            "tokenizer the model was trained with into the run directory"
+        )
     st = ServerState(model, tokenizer, template or PlainTemplate(), cfg, step_mode=step_mode)
 
     @asynccontextmanager

@@ -390,6 +390,11 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: run directory not found")
+    if (run_dir / "adapter.json").exists() and not (run_dir / CONFIG_FILE).exists():
+        raise CheckpointError(
+            f"{run_dir} is a LoRA adapter run (adapter.json, no config.json): merge it into its "
+            f"base first with `scratchllm lora merge --run {run_dir}`"
+        )
     record = read_run_record(run_dir)
     architecture = record.get("architecture", "GPTModel")
     builders = {"GPTModel": GPTModel, "EncoderModel": EncoderModel}
@@ -399,10 +404,21 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
             f"(expected one of {sorted(builders)}); classifier runs load with "
             "scratchllm.finetune.classify.load_classifier / `scratchllm classify`"
         )
-    model_config = ModelConfig.from_dict(record["model"])
+    try:
+        model_config = ModelConfig.from_dict(record["model"])
+    except CheckpointError:
+        raise
+    except ValueError as exc:  # ConfigError included: say which file holds the bad field
+        raise CheckpointError(f"{run_dir / CONFIG_FILE}: field 'model': {exc}") from None
     model = builders[architecture](model_config)
     load_weights(model, run_dir / WEIGHTS_FILE)
     # A converted checkpoint may come without a tokenizer we can read (e.g. WordPiece).
     tokenizer = load_tokenizer(run_dir) if (run_dir / TOKENIZER_FILE).exists() else None
+    if tokenizer is not None and tokenizer.vocab_size > model_config.vocab_size:
+        raise CheckpointError(
+            f"{run_dir / TOKENIZER_FILE}: {tokenizer.vocab_size} token ids, more than the "
+            f"model's vocab_size {model_config.vocab_size} ({run_dir / CONFIG_FILE}): this "
+            "tokenizer does not belong to this model"
+        )
     model.to(device).eval()
     return Run(path=run_dir, model=model, tokenizer=tokenizer, config=record)

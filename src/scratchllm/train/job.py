@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from scratchllm.errors import ConfigError, check_field_types
+from scratchllm.errors import CheckpointError, ConfigError, check_field_types
 
 OBJECTIVES = ("next-token", "masked")
 TOP_LEVEL = {"out", "objective", "resume", "overwrite", "data", "model", "train"}
@@ -183,9 +183,20 @@ def build_data(job: Job, seed: int):
 
     run_dir = Path(job.out)
     if job.data.shards:
-        from scratchllm.data.shards import open_shards
+        from scratchllm.data.shards import open_shards, read_index, tokenizer_hash
 
+        index = read_index(job.data.shards)  # a missing or unfinished directory, named
+        if job.data.tokenizer in ("bpe", "char", "word"):
+            raise ConfigError(
+                f"data.shards needs data.tokenizer to be the directory of the tokenizer the "
+                f"shards were prepared with, not {job.data.tokenizer!r}"
+            )
         tokenizer = load_tokenizer(job.data.tokenizer)
+        if tokenizer_hash(tokenizer) != index.settings.tokenizer_hash:
+            raise ConfigError(
+                f"data.tokenizer {job.data.tokenizer} is not the tokenizer "
+                f"{job.data.shards} was prepared with (its sha256 differs from index.json's)"
+            )
         val = open_shards(job.data.shards, "val")
         val_ids = np.concatenate(val) if val else np.zeros(0, dtype=np.int64)
         return tokenizer, None, val_ids
@@ -217,6 +228,10 @@ def run_job(job: Job, progress: bool = True, log=print):
     seed = int(job.train.get("seed", 1337))
     run_dir = Path(job.out)
     resume = latest_checkpoint(run_dir) if job.resume == "auto" else job.resume
+    if resume and (Path(resume) / "checkpoints").is_dir():  # a run directory: its newest one
+        resume = latest_checkpoint(Path(resume))
+        if resume is None:
+            raise CheckpointError(f"{job.resume}: the run has no complete checkpoint to resume")
     earlier = [] if resume else run_entries(run_dir)
     if earlier and not job.overwrite:
         how = "resume it with --resume, " if latest_checkpoint(run_dir) else ""
@@ -234,6 +249,8 @@ def run_job(job: Job, progress: bool = True, log=print):
     tokenizer, train_ids, val_ids = build_data(job, seed)
     model_cfg, train_cfg = resolve_configs(job, tokenizer.vocab_size)
     train_cfg.device = device_for(info, train_cfg.device)
+    if resume:  # before anything is written: a mismatch leaves the run as it was
+        _check_resumable(Path(resume), model_cfg, train_cfg, job)
     ctx = model_cfg.context_length
     stride = job.data.stride or ctx
     if job.data.shards:
@@ -289,7 +306,6 @@ def run_job(job: Job, progress: bool = True, log=print):
         train_eval_batches=train_eval_batches,
     )
     if resume:
-        _check_resumable(Path(resume), model_cfg, train_cfg)
         trainer.resume(resume)
         log(f"resumed from {resume} at step {trainer.step}")
     result = trainer.fit()
@@ -310,9 +326,8 @@ def _mask_token_id(tokenizer) -> int:
     )
 
 
-def _check_resumable(directory: Path, model_cfg, train_cfg) -> None:
+def _check_resumable(directory: Path, model_cfg, train_cfg, job: Job | None = None) -> None:
     """A checkpoint from another configuration cannot be resumed: name the fields that differ."""
-    from scratchllm.errors import CheckpointError
     from scratchllm.train.checkpoint import read_json, verify_checkpoint
 
     verify_checkpoint(directory)  # complete and intact before anything is read from it
@@ -327,6 +342,18 @@ def _check_resumable(directory: Path, model_cfg, train_cfg) -> None:
         for k in keys
         if k in saved and saved[k] != mine[k]
     ]
+    # The data settings that decide the token ids and windows, from the run's job.json.
+    saved_job = directory.parent.parent / "job.json"
+    if job is not None and saved_job.exists():
+        before = read_json(saved_job)
+        before = before if isinstance(before, dict) else {}
+        now = job.to_dict()
+        if before.get("objective", now["objective"]) != now["objective"]:
+            diff.append(f"objective: {before['objective']} in checkpoint, {now['objective']} now")
+        for key in ("tokenizer", "vocab_size", "val_fraction", "stride", "path", "shards"):
+            old, new = before.get("data", {}).get(key), now["data"][key]
+            if old is not None and old != new:
+                diff.append(f"data.{key}: {old} in checkpoint, {new} now")
     saved_model = state.get("model_config")
     if saved_model:
         now = model_cfg.to_dict()
