@@ -176,3 +176,55 @@ def test_corpus_too_small_for_one_window_names_the_numbers(tmp_path, capsys):
 def test_generate_from_missing_run_is_a_clear_error(tmp_path, capsys):
     code = main(["generate", "--run", str(tmp_path / "nope"), "--prompt", "x"])
     assert code == 2 and "nope" in capsys.readouterr().err
+
+
+def test_short_runs_warm_up_for_a_tenth_and_then_decay():
+    from scratchllm.cli.common import train_config
+    from scratchllm.train.optim import lr_at
+
+    args = build_parser().parse_args(["train", "--data", "x", "--steps", "30"])
+    cfg = train_config(args)
+    assert cfg.warmup_steps == 3
+    assert lr_at(29, cfg) < 0.2 * cfg.lr  # near the floor at the end, not at the peak
+
+
+@pytest.mark.parametrize("minutes", ["-1", "0"])
+def test_max_minutes_must_be_positive(tmp_path, capsys, minutes):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("hello world " * 200)
+    argv = ["train", "--data", str(corpus), "--out", str(tmp_path / "r"), "--max-minutes", minutes]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--max-minutes must be > 0" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "exc,expected",
+    [
+        (ValueError("max_new_tokens must be >= 1, got 0"), "max_new_tokens must be >= 1, got 0"),
+        (IsADirectoryError(21, "Is a directory", "some/dir"), "Is a directory: some/dir"),
+    ],
+)
+def test_value_and_os_errors_are_one_line_with_exit_2(monkeypatch, capsys, exc, expected):
+    def fail(args):
+        raise exc
+
+    parser = build_parser()
+    args = parser.parse_args(["model", "info", "--preset", "tiny"])
+    monkeypatch.setattr("scratchllm.cli.build_parser", lambda: _Fixed(parser, args, fail))
+    assert main([]) == 2
+    assert capsys.readouterr().err == f"scratchllm model: error: {expected}\n"
+    monkeypatch.setenv("SCRATCHLLM_DEBUG", "1")
+    with pytest.raises(type(exc)):
+        main([])
+
+
+class _Fixed:
+    """A parser stand-in that always returns ``args`` with ``func`` replaced."""
+
+    def __init__(self, parser, args, func):
+        self.parser, self.args = parser, args
+        self.args.func = func
+
+    def parse_args(self, argv):
+        return self.args

@@ -156,6 +156,8 @@ def test_chat_default_reply_budget_fits_a_small_context(make_model, tokenizer):
     assert len(ids) == 47 and budget == 64 - 47
     with pytest.raises(ConfigError, match="max_new_tokens"):
         ChatSession(Engine(model, tokenizer), PlainTemplate(), max_new_tokens=0)
+    with pytest.raises(ConfigError, match="leaves no room .* 64-token context"):
+        ChatSession(Engine(model, tokenizer), PlainTemplate(), max_new_tokens=64)
 
 
 def test_chat_settings_reject_bad_values_and_keep_the_old_ones(run_dir, capsys, monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from scratchllm.errors import ConfigError
 from scratchllm.train.config import TrainConfig
 
 if TYPE_CHECKING:
@@ -49,7 +50,13 @@ def add_train_args(parser: argparse.ArgumentParser, steps: int = 1000) -> None:
     g.add_argument("--batch-size", type=int, default=16)
     g.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
     g.add_argument("--min-lr", type=float, default=2e-4, help="floor of the cosine decay")
-    g.add_argument("--warmup-steps", type=int, default=50)
+    g.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=50,
+        help="linear warm-up (default %(default)s, at most a tenth of --steps, so that the "
+        "learning rate decays in short runs too)",
+    )
     g.add_argument("--weight-decay", type=float, default=0.1)
     g.add_argument("--eval-interval", type=int, default=100)
     g.add_argument(
@@ -75,13 +82,15 @@ def model_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise ConfigError(f"--max-minutes must be > 0, got {args.max_minutes}")
     return TrainConfig(
         max_steps=args.steps,
-        max_seconds=args.max_minutes * 60 if args.max_minutes else None,
+        max_seconds=args.max_minutes * 60 if args.max_minutes is not None else None,
         batch_size=args.batch_size,
         lr=args.lr,
         min_lr=min(args.min_lr, args.lr),
-        warmup_steps=min(args.warmup_steps, args.steps),
+        warmup_steps=min(args.warmup_steps, args.steps // 10),
         weight_decay=args.weight_decay,
         eval_interval=args.eval_interval,
         save_interval=args.save_interval,

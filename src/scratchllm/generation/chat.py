@@ -107,6 +107,12 @@ class ChatSession:
     ) -> None:
         if max_new_tokens is not None and max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        ctx = engine.model.cfg.context_length
+        if max_new_tokens is not None and max_new_tokens >= ctx:
+            raise ConfigError(
+                f"max_new_tokens {max_new_tokens} leaves no room for a message in the model's "
+                f"{ctx}-token context; use fewer (or leave it unset)"
+            )
         self.engine, self.template = engine, template
         self.system = system
         self.sampling, self.max_new_tokens, self.seed = sampling, max_new_tokens, seed
