@@ -163,3 +163,17 @@ def test_classify_signal_then_resume_finishes_with_every_epoch(tmp_path, capsys,
     report = json.loads((out / "report.json").read_text())
     assert report["stopped"] == "max_steps" and report["steps"] == 10
     assert [e["epoch"] for e in report["epochs"]] == [1.0, 2.0]  # epoch 1 ran before the signal
+
+
+def test_a_fresh_run_removes_an_earlier_runs_checkpoints(base, capsys, sigterm_at):
+    out = base / "run"
+    sigterm_at(2)
+    assert main(_tune("instruct", base, out, "--save-interval", "1")) == 0
+    assert [p.name for p in list_checkpoints(out)] == ["step-0000001", "step-0000002"]
+    capsys.readouterr()
+    sigterm_at(1)  # a new run (no --resume) into the same directory
+    assert main(_tune("instruct", base, out, "--lr", "1e-3")) == 0
+    assert "removed 2 checkpoint(s) of an earlier run" in capsys.readouterr().out
+    assert [p.name for p in list_checkpoints(out)] == ["step-0000001"]  # this run's
+    state = json.loads((out / "checkpoints" / "step-0000001" / "state.json").read_text())
+    assert state["train_config"]["lr"] == 1e-3

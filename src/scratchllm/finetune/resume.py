@@ -26,6 +26,7 @@ from scratchllm.train.checkpoint import (
     atomic_write_json,
     list_checkpoints,
     read_json,
+    remove_checkpoint,
 )
 from scratchllm.train.config import TrainConfig
 from scratchllm.train.loop import Trainer, TrainResult
@@ -139,8 +140,13 @@ def start_run(
     if resume and last is None:
         log(f"resume: no checkpoint in {out}/checkpoints; starting afresh")
     out.mkdir(parents=True, exist_ok=True)
-    if last is None:
+    if last is None:  # a fresh start: nothing of an earlier run in `out` may be taken for this one
         (out / "metrics.jsonl").unlink(missing_ok=True)
+        stale = list_checkpoints(out)
+        for path in stale:
+            remove_checkpoint(path)
+        if stale:
+            log(f"removed {len(stale)} checkpoint(s) of an earlier run from {out}/checkpoints")
     atomic_write_json(out / "train_config.json", train_cfg.to_dict())
     write_settings(out, settings)
     return last
