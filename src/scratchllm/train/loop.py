@@ -419,7 +419,9 @@ class Trainer:
             n = self.cfg.eval_batches
             return evaluate(self.model, batches, self.loss_fn, self.device, n, self.amp_dtype)
 
-        val = loss_over(self.val_batches)
+        # the same number on every rank (an all-reduce), so that they agree on a new best, whose
+        # save is collective under FSDP
+        val = mean_across_ranks(loss_over(self.val_batches), self.dist, self.device)
         self.metrics.write({"step": self.step, "val_loss": val, "val_ppl": math.exp(min(val, 50))})
         if self.cfg.eval_train and self.train_eval_batches is not None:
             train_loss = loss_over(self.train_eval_batches)
