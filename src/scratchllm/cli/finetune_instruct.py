@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from scratchllm.cli.argtypes import non_negative_int, positive_int
 from scratchllm.finetune.lora import DEFAULT_TARGETS
 
 
@@ -81,8 +82,13 @@ def register(tasks: argparse._SubParsersAction) -> None:
         default="skip",
         help="conversations longer than the context (default %(default)s, counted and reported)",
     )
-    p.add_argument("--max-new-tokens", type=int, default=128, help="per held-out response")
-    p.add_argument("--max-responses", type=int, default=None, help="held-out responses to write")
+    p.add_argument("--max-new-tokens", type=positive_int, default=128, help="per held-out response")
+    p.add_argument(
+        "--max-responses",
+        type=non_negative_int,
+        default=None,
+        help="held-out responses to write (default: the whole test split)",
+    )
     p.add_argument(
         "--judge-url",
         default=None,
