@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from scratchllm.cli.argtypes import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -44,13 +46,13 @@ def _register_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the train/validation split")
     p.add_argument(
         "--shard-tokens",
-        type=int,
+        type=positive_int,
         default=2**24,
         help="token ids per shard file; bounds memory use (default %(default)s)",
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=positive_int,
         default=os.cpu_count() or 1,
         help="tokenizing processes (default: all CPUs, %(default)s here)",
     )

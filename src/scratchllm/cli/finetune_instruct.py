@@ -33,7 +33,7 @@ def _common(p: argparse.ArgumentParser, default_steps: int, default_lr: float) -
         help="count and report malformed records instead of stopping at the first",
     )
     g = p.add_argument_group("LoRA (full fine-tuning when --lora-r is not given)")
-    g.add_argument("--lora-r", type=int, default=None, help="adapter rank, e.g. 8")
+    g.add_argument("--lora-r", type=positive_int, default=None, help="adapter rank, e.g. 8")
     g.add_argument("--lora-alpha", type=float, default=16.0, help="update scale numerator")
     g.add_argument("--lora-dropout", type=float, default=0.0)
     g.add_argument(
@@ -43,14 +43,18 @@ def _common(p: argparse.ArgumentParser, default_steps: int, default_lr: float) -
         "in attention and MLP)",
     )
     t = p.add_argument_group("training")
-    t.add_argument("--steps", type=int, default=default_steps, help="optimizer steps")
-    t.add_argument("--batch-size", type=int, default=8)
-    t.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    t.add_argument("--steps", type=positive_int, default=default_steps, help="optimizer steps")
+    t.add_argument("--batch-size", type=positive_int, default=8)
+    t.add_argument(
+        "--grad-accum", type=positive_int, default=1, help="micro-batches per optimizer step"
+    )
     t.add_argument("--lr", type=float, default=default_lr, help="peak learning rate")
-    t.add_argument("--warmup-steps", type=int, default=20)
+    t.add_argument("--warmup-steps", type=non_negative_int, default=20)
     t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--eval-interval", type=int, default=50)
-    t.add_argument("--save-interval", type=int, default=0, help="steps between checkpoints")
+    t.add_argument("--eval-interval", type=positive_int, default=50)
+    t.add_argument(
+        "--save-interval", type=non_negative_int, default=0, help="steps between checkpoints"
+    )
     t.add_argument(
         "--resume",
         action="store_true",
