@@ -139,6 +139,12 @@ def _settings(args: argparse.Namespace):
     return _split(args.split), lora, train
 
 
+def split_counts(sizes: dict[str, int]) -> str:
+    """``{'train': 34, 'val': 4, 'test': 4}`` as ``train 34, validation 4, test 4``."""
+    names = {"val": "validation"}
+    return ", ".join(f"{names.get(k, k)} {n}" for k, n in sizes.items())
+
+
 def _split(text: str) -> tuple[float, float, float]:
     from scratchllm.errors import ConfigError
 
@@ -181,9 +187,9 @@ def run_instruct(args: argparse.Namespace) -> int:
         return 0
     print(
         f"trained {r.step} steps in {r.seconds:.0f} s (stopped: {r.stopped}); "
-        f"validation loss {r.val_loss}"
+        f"validation loss {'n/a' if r.val_loss is None else f'{r.val_loss:.4f}'}"
     )
-    print(f"examples: {report.sizes}; {report.skips.summary()}")
+    print(f"examples: {split_counts(report.sizes)}; {report.skips.summary()}")
     print(
         f"held-out responses: {len(report.responses)} in {report.run_dir}/responses.jsonl; "
         f"{100 * report.stop_rate:.0f}% stopped at the end token, "
@@ -215,13 +221,7 @@ def run_dpo(args: argparse.Namespace) -> int:
     if report.interrupted:
         print_interrupted(args, r.step, train.max_steps, report.checkpoint)
         return 0
+    # The data split, the initial loss and each evaluation were already logged as they happened.
     print(f"trained {r.step} steps in {r.seconds:.0f} s (stopped: {r.stopped})")
-    print(f"pairs: {report.sizes}; {report.skips.summary()}")
-    print(f"initial validation DPO loss {report.initial_loss:.4f}")
-    for e in report.evals:
-        print(
-            f"step {e['step']:>5}: val loss {e['val_loss']:.4f}  "
-            f"reward margin {e['val_reward_margin']:+.4f}  accuracy {e['val_reward_accuracy']:.2f}"
-        )
     print(f"run saved to {report.run_dir}/ (metrics.jsonl has rewards and margins per evaluation)")
     return 0
