@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from scratchllm.cli.argtypes import positive_int
 
@@ -118,11 +119,23 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from scratchllm.data.shards import read_index
+    from scratchllm.data.shards import open_shards, read_index
+    from scratchllm.errors import DataError
 
     state = read_index(args.dir)
     s = state.settings
-    print(f"{args.dir}: {'complete' if state.complete else 'INCOMPLETE (rerun prepare)'}")
+    damage = None
+    if state.complete:
+        try:  # the checks the training loader makes: every shard present, at its indexed size
+            for split in ("train", "val"):
+                open_shards(args.dir, split)
+        except DataError as exc:
+            damage = str(exc)
+    if damage is not None:
+        status = f"DAMAGED: {damage} (prepare again with --overwrite)"
+    else:
+        status = "complete" if state.complete else "INCOMPLETE (rerun prepare)"
+    print(f"{args.dir}: {status}")
     print(f"source: {s.source}  dtype: {s.dtype}  vocab_size: {s.vocab_size}")
     print(f"tokenizer sha256: {s.tokenizer_hash}")
     for split in ("train", "val"):
@@ -134,4 +147,7 @@ def run_info(args: argparse.Namespace) -> int:
     total = state.tokens()
     if total:
         print(f"bytes/token: {state.text_bytes / total:.2f}")
+    if damage is not None:
+        print(f"scratchllm data: error: {damage}", file=sys.stderr)
+        return 2
     return 0
