@@ -17,6 +17,19 @@ class TokenizerError(ScratchLLMError, ValueError):
     """A tokenizer file or tokenizer input that cannot be used."""
 
 
+class DisallowedSpecialError(TokenizerError):
+    """Text to encode contains a special-token literal that was not allowed.
+
+    ``token`` is the literal and ``position`` its character offset, so a caller (the CLI) can
+    say how *its* user allows it instead of naming the Python arguments.
+    """
+
+    def __init__(self, message: str, token: str, position: int) -> None:
+        super().__init__(message)
+        self.token = token
+        self.position = position
+
+
 class CheckpointError(ScratchLLMError, ValueError):
     """A run directory or checkpoint that is missing, incomplete or does not match."""
 

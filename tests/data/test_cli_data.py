@@ -37,3 +37,14 @@ def test_prepare_and_info(tmp_path, capsys) -> None:
     assert "complete" in capsys.readouterr().out
     assert main(["data", "info", str(tmp_path)]) == 2
     assert "no shard index" in capsys.readouterr().err
+
+    # a truncated shard is reported the way the training loader sees it, not as complete
+    shard = tmp_path / "shards" / "train_000000.bin"
+    shard.write_bytes(shard.read_bytes()[:-2])
+    assert main(["data", "info", str(tmp_path / "shards")]) == 2
+    captured = capsys.readouterr()
+    assert "DAMAGED" in captured.out and "complete" not in captured.out
+    assert "train_000000.bin: missing or not" in captured.err
+    shard.unlink()
+    assert main(["data", "info", str(tmp_path / "shards")]) == 2
+    assert "DAMAGED" in capsys.readouterr().out

@@ -116,3 +116,42 @@ def test_starts_at_ln2_and_margins_grow(tmp_path, lora):
     assert (out / ("adapter.safetensors" if lora else "model.safetensors")).exists()
     if lora is None:
         assert load_run(out).model.cfg.vocab_size == load_run(base).model.cfg.vocab_size
+
+
+def test_cli_prints_each_line_once(tmp_path, capsys):
+    from scratchllm.cli import main
+
+    torch.set_num_threads(1)
+    base, data = _toy(tmp_path)
+    argv = [
+        "finetune",
+        "dpo",
+        "--base",
+        str(base),
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    opts = ["--steps", "2", "--batch-size", "4", "--eval-interval", "2", "--device", "cpu"]
+    assert (
+        main(
+            [
+                *argv,
+                *opts,
+                "--split",
+                "0.8,0.2,0",
+                "--template",
+                "alpaca",
+                "--system",
+                "Reverse.",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert out.count("initial validation DPO loss") == 1
+    assert out.count("val loss") == 1  # the one evaluation, logged as it happened
+    assert "{" not in out  # no Python dicts
+    assert "64 train, 16 validation" in out

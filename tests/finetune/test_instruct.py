@@ -321,6 +321,30 @@ def test_cli_help_and_one_line_errors(tmp_path, capsys):
     assert main(["lora", "merge", "--run", str(tmp_path)]) == 2
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--max-responses", "-1", "argument --max-responses: must be >= 0, got -1"),
+        ("--max-new-tokens", "0", "argument --max-new-tokens: must be >= 1, got 0"),
+    ],
+)
+def test_cli_rejects_out_of_range_counts(tmp_path, capsys, flag, value, message):
+    from scratchllm.cli import main
+
+    argv = ["finetune", "instruct", "--base", str(tmp_path), "--data", "x.json"]
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--out", str(tmp_path / "o"), flag, value])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_instruct_config_rejects_out_of_range_counts():
+    with pytest.raises(ConfigError, match="max_responses must be >= 0"):
+        InstructConfig(max_responses=-1)
+    with pytest.raises(ConfigError, match="max_new_tokens must be >= 1"):
+        InstructConfig(max_new_tokens=0)
+    assert InstructConfig(max_responses=0).max_responses == 0
+
+
 def test_shared_instruction_data_loads_and_splits(shared_data):
     convs = load_conversations(shared_data / "instruction-data.json")
     parts = split_items(convs, (0.85, 0.05, 0.10), seed=123)

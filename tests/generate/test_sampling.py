@@ -21,6 +21,14 @@ from scratchllm.generation import GREEDY, SamplingConfig, TokenHistory, sample_n
         {"repetition_penalty": 0.0},
         {"frequency_penalty": 3.0},
         {"presence_penalty": -2.5},
+        {"temperature": float("inf")},
+        {"top_p": float("nan")},
+        {"top_p": float("inf")},
+        {"min_p": float("nan")},
+        {"repetition_penalty": float("inf")},
+        {"repetition_penalty": float("nan")},
+        {"frequency_penalty": float("inf")},
+        {"presence_penalty": float("nan")},
     ],
 )
 def test_invalid_settings_raise_value_error_naming_the_field(kwargs):

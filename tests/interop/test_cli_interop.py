@@ -84,3 +84,19 @@ def test_help(command, capsys):
         main([command, "--help"])
     assert exc.value.code == 0
     assert "Hugging Face" in " ".join(capsys.readouterr().out.split())
+
+
+def test_export_of_a_char_tokenizer_run_says_what_was_left_out(tmp_path, capsys):
+    from scratchllm.model import GPTModel, ModelConfig
+    from scratchllm.tokenizer import WordTokenizer
+    from scratchllm.train.checkpoint import save_run
+
+    tok = WordTokenizer.train(["abc cab"], mode="char")
+    cfg = ModelConfig(vocab_size=tok.vocab_size, context_length=8, n_embd=8, n_layer=1, n_head=2)
+    save_run(tmp_path / "run", GPTModel(cfg), cfg, tok)
+    assert main(["export", "--run", str(tmp_path / "run"), "--to", str(tmp_path / "out")]) == 0
+    captured = capsys.readouterr()
+    assert "config.json, model.safetensors" in captured.out
+    assert "warning: the run's char-level tokenizer was not exported" in captured.err
+    assert "byte-level BPE only" in captured.err
+    assert not (tmp_path / "out" / "tokenizer.json").exists()

@@ -26,7 +26,9 @@ def test_word2vec_then_neighbours(tmp_path, capsys):
     corpus.write_text("\n".join(["red green blue red green blue", "one two three one two"] * 50))
     out = tmp_path / "w2v"
     args = ["embed", "word2vec", "--data", str(corpus), "--out", str(out), "--dim", "8"]
-    assert main([*args, "--steps", "20", "--min-count", "1", "--device", "cpu", "--quiet"]) == 0
+    assert (
+        main([*args, "--steps", "20", "--min-count", "1", "--device", "cpu", "--no-progress"]) == 0
+    )
     assert (out / "vectors.txt").read_text().startswith("6 8\n")
     capsys.readouterr()
     assert main(["embed", "neighbours", "--run", str(out), "red", "-k", "2", "--json"]) == 0

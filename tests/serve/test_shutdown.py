@@ -58,3 +58,44 @@ def test_sigterm_drains_and_exits_zero(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_port_zero_prints_the_bound_port(tmp_path):
+    run = make_run(tmp_path / MODEL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scratchllm", "serve", "--run", str(run), "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()  # printed once listening
+        assert line.startswith(f"serving '{MODEL}' at http://127.0.0.1:"), line
+        port = int(line.split("127.0.0.1:")[1].split("/")[0])
+        assert port != 0
+        assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
+        proc.terminate()
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_port_in_use_is_one_line_error(tmp_path):
+    run = make_run(tmp_path / MODEL)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            [sys.executable, "-m", "scratchllm", "serve", "--run", str(run), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert out.returncode == 2
+    assert out.stdout == ""  # never claimed to be serving
+    assert out.stderr.strip() == (
+        f"scratchllm serve: error: cannot listen on 127.0.0.1:{port}: address already in use"
+    )

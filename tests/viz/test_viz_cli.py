@@ -61,3 +61,27 @@ def test_inspect_errors_are_one_line(run_dir, tmp_path, capsys):
     code = main(["inspect", "attention", "--run", str(tmp_path / "nope"), "--text", "x"])
     assert code == 2 and "run directory not found" in capsys.readouterr().err
     assert main(["plot", str(tmp_path), "--out", str(tmp_path / "c.png")]) == 2
+
+
+def test_plot_empty_or_torn_metrics(tmp_path, capsys):
+    run = tmp_path / "r"
+    run.mkdir()
+    metrics = run / "metrics.jsonl"
+    metrics.write_text("")
+    out = tmp_path / "c.png"
+    assert main(["plot", str(run), "--out", str(out)]) == 2
+    assert f"error: no metrics records in {metrics}" in capsys.readouterr().err
+    assert not out.exists()
+    metrics.write_text("garbage\n[1, 2]\n")
+    assert main(["plot", str(run), "--out", str(out)]) == 2
+    assert "no metrics records" in capsys.readouterr().err
+    rows = [{"step": s, "loss": 5.0 / s, "lr": 1e-3, "tokens_per_s": 100.0} for s in (1, 2, 3)]
+    lines = [json.dumps(r) for r in rows]
+    metrics.write_text(lines[0] + "\nnot json\n" + "\n".join(lines[1:]) + '\n{"step": 4, "lo')
+    assert main(["plot", str(run), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "warning:" in err
+        and "skipped 2 line(s) that are not metrics records (first: line 2)" in err
+    )
+    assert out.is_file()

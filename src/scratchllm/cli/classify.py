@@ -6,6 +6,8 @@ import argparse
 import csv
 import sys
 
+from scratchllm.cli.argtypes import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -23,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--text-col", default="text", help="text column name or 0-based index")
     p.add_argument("--no-header", action="store_true", help="CSV/TSV without a header row")
     p.add_argument("--out", help="CSV output file (default: standard output)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps")
     p.set_defaults(func=run)
 

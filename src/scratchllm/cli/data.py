@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+
+from scratchllm.cli.argtypes import positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,13 +47,13 @@ def _register_prepare(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the train/validation split")
     p.add_argument(
         "--shard-tokens",
-        type=int,
+        type=positive_int,
         default=2**24,
         help="token ids per shard file; bounds memory use (default %(default)s)",
     )
     p.add_argument(
         "--workers",
-        type=int,
+        type=positive_int,
         default=os.cpu_count() or 1,
         help="tokenizing processes (default: all CPUs, %(default)s here)",
     )
@@ -116,11 +119,23 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from scratchllm.data.shards import read_index
+    from scratchllm.data.shards import open_shards, read_index
+    from scratchllm.errors import DataError
 
     state = read_index(args.dir)
     s = state.settings
-    print(f"{args.dir}: {'complete' if state.complete else 'INCOMPLETE (rerun prepare)'}")
+    damage = None
+    if state.complete:
+        try:  # the checks the training loader makes: every shard present, at its indexed size
+            for split in ("train", "val"):
+                open_shards(args.dir, split)
+        except DataError as exc:
+            damage = str(exc)
+    if damage is not None:
+        status = f"DAMAGED: {damage} (prepare again with --overwrite)"
+    else:
+        status = "complete" if state.complete else "INCOMPLETE (rerun prepare)"
+    print(f"{args.dir}: {status}")
     print(f"source: {s.source}  dtype: {s.dtype}  vocab_size: {s.vocab_size}")
     print(f"tokenizer sha256: {s.tokenizer_hash}")
     for split in ("train", "val"):
@@ -132,4 +147,7 @@ def run_info(args: argparse.Namespace) -> int:
     total = state.tokens()
     if total:
         print(f"bytes/token: {state.text_bytes / total:.2f}")
+    if damage is not None:
+        print(f"scratchllm data: error: {damage}", file=sys.stderr)
+        return 2
     return 0

@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from scratchllm.cli.argtypes import positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -39,18 +41,25 @@ def _register_word2vec(cmds: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output run directory")
     p.add_argument("--tokenizer", help="use this tokenizer (directory or file) instead")
     p.add_argument("--mode", choices=("skipgram", "cbow"), default="skipgram")
-    p.add_argument("--dim", type=int, default=100, help="vector size (default %(default)s)")
-    p.add_argument("--window", type=int, default=5, help="largest context distance")
-    p.add_argument("--negatives", type=int, default=5, help="noise tokens per pair")
+    p.add_argument(
+        "--dim", type=positive_int, default=100, help="vector size (default %(default)s)"
+    )
+    p.add_argument("--window", type=positive_int, default=5, help="largest context distance")
+    p.add_argument("--negatives", type=positive_int, default=5, help="noise tokens per pair")
     p.add_argument("--subsample", type=float, default=1e-3, help="threshold t; 0 = off")
-    p.add_argument("--min-count", type=int, default=5, help="rarer words are dropped")
-    p.add_argument("--max-vocab", type=int, default=None, help="vocabulary cap (with specials)")
-    p.add_argument("--steps", type=int, default=2000, help="optimizer steps")
-    p.add_argument("--batch-size", type=int, default=1024, help="pairs per step")
+    p.add_argument("--min-count", type=positive_int, default=5, help="rarer words are dropped")
+    p.add_argument(
+        "--max-vocab", type=positive_int, default=None, help="vocabulary cap (with specials)"
+    )
+    p.add_argument("--steps", type=positive_int, default=2000, help="optimizer steps")
+    p.add_argument("--batch-size", type=positive_int, default=1024, help="pairs per step")
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(  # the old spelling, kept working
+        "--quiet", dest="no_progress", action="store_true", help=argparse.SUPPRESS
+    )
     p.set_defaults(func=run_word2vec)
 
 
@@ -65,7 +74,7 @@ def _register_neighbours(cmds: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--run", required=True, help="run directory or vectors file")
     p.add_argument("words", nargs="+", metavar="WORD")
-    p.add_argument("-k", type=int, default=10, help="neighbours per word")
+    p.add_argument("-k", type=positive_int, default=10, help="neighbours per word")
     p.add_argument("--json", action="store_true", help="one JSON object per word")
     p.set_defaults(func=run_neighbours)
 
@@ -80,7 +89,7 @@ def _register_analogy(cmds: argparse._SubParsersAction) -> None:
     p.add_argument("a")
     p.add_argument("b")
     p.add_argument("c")
-    p.add_argument("-k", type=int, default=5)
+    p.add_argument("-k", type=positive_int, default=5, help="answers")
     p.set_defaults(func=run_analogy)
 
 
@@ -100,7 +109,7 @@ def _register_text(cmds: argparse._SubParsersAction) -> None:
     p.add_argument("--pooling", choices=("mean", "last"), default="mean")
     p.add_argument("--out", help="write the [N, n_embd] matrix to this .npy file")
     p.add_argument("--query", help="print the texts ranked by cosine similarity to this text")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=run_text)
 
@@ -133,7 +142,7 @@ def run_word2vec(args: argparse.Namespace) -> int:
         subsample=args.subsample,
         train=train,
         out_dir=args.out,
-        progress=not args.quiet,
+        progress=not args.no_progress,
     )
     print(
         f"trained {args.mode} vectors for {len(run.vectors)} tokens (dim {args.dim}) in "

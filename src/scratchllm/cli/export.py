@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Write a run in the Hugging Face layout: config.json + model.safetensors (GPT-2, "
             "Llama/Qwen2 or BERT, whichever matches its config) with tokenizer.json, vocab.json, "
             "merges.txt, tokenizer_config.json and a tiktoken rank file, so that transformers, "
-            "tokenizers and tiktoken load it."
+            "tokenizers and tiktoken load it. Those files describe byte-level BPE only: a run "
+            "with a word- or char-level tokenizer exports the model alone, with a warning."
         ),
     )
     p.add_argument("--run", required=True, metavar="RUN_DIR", help="run directory to export")

@@ -11,6 +11,7 @@ import importlib
 import shlex
 from pathlib import Path
 
+from scratchllm.cli.argtypes import non_negative_int, positive_int
 from scratchllm.model import PRESETS
 
 # Learning rates: the book's for a pretrained base; a fresh small model needs a larger step.
@@ -88,11 +89,13 @@ def register_classify(sub: argparse._SubParsersAction) -> None:
         choices=sorted(PRESETS),
         help="size for --from-scratch (default tiny / tiny-bert)",
     )
-    src.add_argument("--n-embd", type=int, help="override the preset's width")
-    src.add_argument("--n-layer", type=int, help="override the preset's block count")
-    src.add_argument("--n-head", type=int, help="override the preset's head count")
+    src.add_argument("--n-embd", type=positive_int, help="override the preset's width")
+    src.add_argument("--n-layer", type=positive_int, help="override the preset's block count")
+    src.add_argument("--n-head", type=positive_int, help="override the preset's head count")
     src.add_argument("--dropout", type=float, help="override the preset's dropout")
-    src.add_argument("--vocab-size", type=int, default=2048, help="BPE vocabulary (from scratch)")
+    src.add_argument(
+        "--vocab-size", type=positive_int, default=2048, help="BPE vocabulary (from scratch)"
+    )
 
     d = p.add_argument_group("data")
     d.add_argument("--data", help="one CSV/TSV/JSONL file, split stratified 70/10/20")
@@ -111,7 +114,9 @@ def register_classify(sub: argparse._SubParsersAction) -> None:
         default="0.7,0.1,0.2",
         help="train,val,test fractions for --data (default %(default)s)",
     )
-    d.add_argument("--max-length", type=int, help="tokens per text (default: longest in train)")
+    d.add_argument(
+        "--max-length", type=positive_int, help="tokens per text (default: longest in train)"
+    )
 
     t = p.add_argument_group("training")
     t.add_argument(
@@ -120,18 +125,18 @@ def register_classify(sub: argparse._SubParsersAction) -> None:
         default="last",
         help="what trains: head only, last N blocks + final norm + head (default), all, LoRA",
     )
-    t.add_argument("--last-n-blocks", type=int, default=1, help="N for --trainable last")
-    t.add_argument("--lora-r", type=int, default=8, help="LoRA rank")
+    t.add_argument("--last-n-blocks", type=positive_int, default=1, help="N for --trainable last")
+    t.add_argument("--lora-r", type=positive_int, default=8, help="LoRA rank")
     t.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA scale numerator")
     t.add_argument("--pooling", choices=("last", "mean", "first"), help="default: last / first")
-    t.add_argument("--epochs", type=int, default=5)
-    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--epochs", type=positive_int, default=5)
+    t.add_argument("--batch-size", type=positive_int, default=8)
     t.add_argument(
         "--lr",
         type=float,
         help="peak learning rate (default 5e-5 with --base, as in the book; 1e-3 from scratch)",
     )
-    t.add_argument("--warmup-steps", type=int, default=0)
+    t.add_argument("--warmup-steps", type=non_negative_int, default=0)
     t.add_argument("--weight-decay", type=float, default=0.1)
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, mps")
     t.add_argument("--seed", type=int, default=123)

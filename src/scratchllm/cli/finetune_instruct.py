@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from scratchllm.cli.argtypes import non_negative_int, positive_int
 from scratchllm.finetune.lora import DEFAULT_TARGETS
 
 
@@ -32,7 +33,7 @@ def _common(p: argparse.ArgumentParser, default_steps: int, default_lr: float) -
         help="count and report malformed records instead of stopping at the first",
     )
     g = p.add_argument_group("LoRA (full fine-tuning when --lora-r is not given)")
-    g.add_argument("--lora-r", type=int, default=None, help="adapter rank, e.g. 8")
+    g.add_argument("--lora-r", type=positive_int, default=None, help="adapter rank, e.g. 8")
     g.add_argument("--lora-alpha", type=float, default=16.0, help="update scale numerator")
     g.add_argument("--lora-dropout", type=float, default=0.0)
     g.add_argument(
@@ -42,14 +43,18 @@ def _common(p: argparse.ArgumentParser, default_steps: int, default_lr: float) -
         "in attention and MLP)",
     )
     t = p.add_argument_group("training")
-    t.add_argument("--steps", type=int, default=default_steps, help="optimizer steps")
-    t.add_argument("--batch-size", type=int, default=8)
-    t.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    t.add_argument("--steps", type=positive_int, default=default_steps, help="optimizer steps")
+    t.add_argument("--batch-size", type=positive_int, default=8)
+    t.add_argument(
+        "--grad-accum", type=positive_int, default=1, help="micro-batches per optimizer step"
+    )
     t.add_argument("--lr", type=float, default=default_lr, help="peak learning rate")
-    t.add_argument("--warmup-steps", type=int, default=20)
+    t.add_argument("--warmup-steps", type=non_negative_int, default=20)
     t.add_argument("--weight-decay", type=float, default=0.0)
-    t.add_argument("--eval-interval", type=int, default=50)
-    t.add_argument("--save-interval", type=int, default=0, help="steps between checkpoints")
+    t.add_argument("--eval-interval", type=positive_int, default=50)
+    t.add_argument(
+        "--save-interval", type=non_negative_int, default=0, help="steps between checkpoints"
+    )
     t.add_argument(
         "--resume",
         action="store_true",
@@ -81,8 +86,13 @@ def register(tasks: argparse._SubParsersAction) -> None:
         default="skip",
         help="conversations longer than the context (default %(default)s, counted and reported)",
     )
-    p.add_argument("--max-new-tokens", type=int, default=128, help="per held-out response")
-    p.add_argument("--max-responses", type=int, default=None, help="held-out responses to write")
+    p.add_argument("--max-new-tokens", type=positive_int, default=128, help="per held-out response")
+    p.add_argument(
+        "--max-responses",
+        type=non_negative_int,
+        default=None,
+        help="held-out responses to write (default: the whole test split)",
+    )
     p.add_argument(
         "--judge-url",
         default=None,
@@ -129,6 +139,12 @@ def _settings(args: argparse.Namespace):
     return _split(args.split), lora, train
 
 
+def split_counts(sizes: dict[str, int]) -> str:
+    """``{'train': 34, 'val': 4, 'test': 4}`` as ``train 34, validation 4, test 4``."""
+    names = {"val": "validation"}
+    return ", ".join(f"{names.get(k, k)} {n}" for k, n in sizes.items())
+
+
 def _split(text: str) -> tuple[float, float, float]:
     from scratchllm.errors import ConfigError
 
@@ -171,9 +187,9 @@ def run_instruct(args: argparse.Namespace) -> int:
         return 0
     print(
         f"trained {r.step} steps in {r.seconds:.0f} s (stopped: {r.stopped}); "
-        f"validation loss {r.val_loss}"
+        f"validation loss {'n/a' if r.val_loss is None else f'{r.val_loss:.4f}'}"
     )
-    print(f"examples: {report.sizes}; {report.skips.summary()}")
+    print(f"examples: {split_counts(report.sizes)}; {report.skips.summary()}")
     print(
         f"held-out responses: {len(report.responses)} in {report.run_dir}/responses.jsonl; "
         f"{100 * report.stop_rate:.0f}% stopped at the end token, "
@@ -205,13 +221,7 @@ def run_dpo(args: argparse.Namespace) -> int:
     if report.interrupted:
         print_interrupted(args, r.step, train.max_steps, report.checkpoint)
         return 0
+    # The data split, the initial loss and each evaluation were already logged as they happened.
     print(f"trained {r.step} steps in {r.seconds:.0f} s (stopped: {r.stopped})")
-    print(f"pairs: {report.sizes}; {report.skips.summary()}")
-    print(f"initial validation DPO loss {report.initial_loss:.4f}")
-    for e in report.evals:
-        print(
-            f"step {e['step']:>5}: val loss {e['val_loss']:.4f}  "
-            f"reward margin {e['val_reward_margin']:+.4f}  accuracy {e['val_reward_accuracy']:.2f}"
-        )
     print(f"run saved to {report.run_dir}/ (metrics.jsonl has rewards and margins per evaluation)")
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from scratchllm.cli.argtypes import non_negative_int, positive_int
+
 RUN_HELP = "run directory written by train/demo/convert (model + tokenizer)"
 
 
@@ -26,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--run", required=True, help=RUN_HELP)
     a.add_argument("--text", required=True, help="prompt whose tokens attend to each other")
     a.add_argument("--layer", type=int, default=0, help="block index (negative: from the end)")
-    a.add_argument("--head", type=int, default=0, help="head index within the layer")
+    a.add_argument(
+        "--head", type=non_negative_int, default=0, help="head index within the layer (0-based)"
+    )
     a.add_argument("--out", default="attention.png", help="PNG to write (default %(default)s)")
     a.set_defaults(func=run_attention)
 
@@ -49,9 +53,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     n.add_argument("--run", required=True, help=RUN_HELP)
     n.add_argument("--text", required=True, help="prompt")
-    n.add_argument("--k", type=int, default=10, help="bars per chart (default %(default)s)")
+    n.add_argument(
+        "--k", type=positive_int, default=10, help="bars per chart (default %(default)s)"
+    )
     n.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    n.add_argument("--top-k", type=int, default=None, help="keep the k most likely")
+    n.add_argument("--top-k", type=positive_int, default=None, help="keep the k most likely")
     n.add_argument("--top-p", type=float, default=None, help="nucleus: keep probability mass p")
     n.add_argument("--min-p", type=float, default=None, help="drop tokens < min_p * top prob")
     n.add_argument("--out", default="next_token.png", help="PNG to write (default %(default)s)")
@@ -67,7 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--run", help=RUN_HELP)
     source.add_argument("--tokenizer", help="tokenizer directory or tokenizer.json")
     t.add_argument("--text", required=True, help="text to split into tokens")
-    t.add_argument("--width", type=int, default=60, help="characters per line (default 60)")
+    t.add_argument(
+        "--width", type=positive_int, default=60, help="characters per line (default 60)"
+    )
     t.add_argument("--out", default="tokens.png", help="PNG to write (default %(default)s)")
     t.set_defaults(func=run_tokens)
 

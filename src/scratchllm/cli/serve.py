@@ -55,7 +55,7 @@ def _api_key(args: argparse.Namespace) -> str | None:
 
 def run(args: argparse.Namespace) -> int:
     from scratchllm.serve.config import ServeConfig
-    from scratchllm.serve.server import app_for_run, run_server
+    from scratchllm.serve.server import app_for_run, display_address, listen_socket, run_server
 
     cfg = ServeConfig(
         host=args.host,
@@ -71,8 +71,15 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         default_max_tokens=args.default_max_tokens,
     )
-    app = app_for_run(args.run, cfg, device=args.device, dtype=args.dtype)
-    where = f"http://{'[' + cfg.host + ']' if ':' in cfg.host else cfg.host}:{cfg.port}/"
-    print(f"serving {cfg.model_name!r} at {where} (Ctrl-C or SIGTERM to stop)", flush=True)
-    run_server(app, cfg)
+    sock = listen_socket(cfg)  # before loading: a port in use is an error at once
+    try:
+        app = app_for_run(args.run, cfg, device=args.device, dtype=args.dtype)
+        where = f"http://{display_address(cfg.host, sock.getsockname()[1])}/"
+
+        def ready() -> None:
+            print(f"serving {cfg.model_name!r} at {where} (Ctrl-C or SIGTERM to stop)", flush=True)
+
+        run_server(app, cfg, sock, on_ready=ready)
+    finally:
+        sock.close()
     return 0

@@ -26,7 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train a tokenizer on text files",
         description="Train a byte-level BPE (or word/char-level) tokenizer and save tokenizer.json.",
     )
-    t.add_argument("--data", required=True, nargs="+", help="text files or directories of *.txt")
+    t.add_argument(
+        "--data",
+        required=True,
+        nargs="+",
+        help="text files, directories (.txt/.md), globs, .jsonl ('text' field) or 'builtin'",
+    )
     t.add_argument("--vocab-size", type=int, default=4096, help="total ids (BPE); cap (word)")
     t.add_argument("--out", required=True, help="output directory (gets tokenizer.json)")
     t.add_argument("--kind", choices=("bpe", "word", "char"), default="bpe")
@@ -90,10 +95,13 @@ def _read_text(args: argparse.Namespace) -> str:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from scratchllm.data.sources import read_text_sources
     from scratchllm.tokenizer import BPETokenizer, WordTokenizer
-    from scratchllm.tokenizer.report import describe, iter_texts
+    from scratchllm.tokenizer.report import describe
 
-    texts = iter_texts(args.data)
+    # The same sources `train` and `data prepare` read: files, directories (.txt/.md), globs,
+    # `builtin`, .jsonl `text` fields; no text at all is an error, as it is there.
+    texts = [doc.text for source in args.data for doc in read_text_sources(source)]
     if args.kind == "bpe":
         specials = args.special if args.special is not None else ["<|endoftext|>"]
         tok = BPETokenizer.train(
@@ -104,6 +112,13 @@ def run_train(args: argparse.Namespace) -> int:
             backend=args.backend,
             progress=sys.stderr.isatty(),
         )
+        if tok.vocab_size < args.vocab_size:
+            print(
+                f"note: training stopped early with {tok.vocab_size} ids instead of "
+                f"--vocab-size {args.vocab_size}: no pair of adjacent tokens is left to merge "
+                "(every distinct word of the text is already a single token)",
+                file=sys.stderr,
+            )
     else:
         tok = WordTokenizer.train(texts, mode=args.kind, max_vocab=args.vocab_size)
     path = tok.save(args.out)
@@ -112,11 +127,18 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_encode(args: argparse.Namespace) -> int:
+    from scratchllm.errors import DisallowedSpecialError, TokenizerError
     from scratchllm.tokenizer import load_tokenizer
 
     tok = load_tokenizer(args.tokenizer)
     allowed = "all" if args.allow_special else frozenset()
-    ids = tok.encode(_read_text(args), allowed_special=allowed)
+    try:
+        ids = tok.encode(_read_text(args), allowed_special=allowed)
+    except DisallowedSpecialError as exc:
+        raise TokenizerError(
+            f"the text contains the special token {exc.token!r} at character {exc.position}; "
+            "pass --allow-special to encode special-token literals as their ids"
+        ) from None
     print(json.dumps(ids) if args.json else " ".join(map(str, ids)))
     return 0
 

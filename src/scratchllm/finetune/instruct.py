@@ -292,6 +292,12 @@ class InstructConfig:
     judge_model: str = "judge"  # model name sent to the judge endpoint
     resume: bool = False  # continue from the newest checkpoint in the output directory
 
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.max_responses is not None and self.max_responses < 0:
+            raise ConfigError(f"max_responses must be >= 0 or None, got {self.max_responses}")
+
 
 @dataclass
 class InstructReport:

@@ -12,6 +12,7 @@ per row out. The order of operations follows common practice (Hugging Face / vLL
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,16 +35,18 @@ class SamplingConfig:
     presence_penalty: float = 0.0  # subtracted once if the token occurs in the output at all
 
     def __post_init__(self) -> None:
-        if not self.temperature >= 0:  # also rejects NaN
-            raise ConfigError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 <= self.temperature < math.inf:  # also rejects NaN
+            raise ConfigError(f"temperature must be a finite number >= 0, got {self.temperature}")
         if self.top_k is not None and (isinstance(self.top_k, bool) or self.top_k < 1):
             raise ConfigError(f"top_k must be an integer >= 1, got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.min_p is not None and not 0 <= self.min_p <= 1:
             raise ConfigError(f"min_p must be in [0, 1], got {self.min_p}")
-        if not self.repetition_penalty > 0:
-            raise ConfigError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if not 0 < self.repetition_penalty < math.inf:
+            raise ConfigError(
+                f"repetition_penalty must be a finite number > 0, got {self.repetition_penalty}"
+            )
         for name in ("frequency_penalty", "presence_penalty"):
             value = getattr(self, name)
             if not -2.0 <= value <= 2.0:  # the range OpenAI's API documents

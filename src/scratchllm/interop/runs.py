@@ -7,6 +7,7 @@ under "interop", which export uses to leave out heads the checkpoint never had.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,4 +123,18 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> list[Path]:
     files = [out_dir / "config.json", out_dir / "model.safetensors"]
     if isinstance(run.tokenizer, BPETokenizer):
         files += save_hf_tokenizer(run.tokenizer, out_dir, run.model.cfg.context_length)
+    elif run.tokenizer is None:
+        warnings.warn(
+            f"{run_dir} has no tokenizer: exported the model only (config.json, model.safetensors)",
+            stacklevel=2,
+        )
+    else:
+        kind = getattr(run.tokenizer, "mode", type(run.tokenizer).__name__)
+        warnings.warn(
+            f"the run's {kind}-level tokenizer was not exported: the Hugging Face tokenizer files "
+            "describe byte-level BPE only; exported the model only (config.json, "
+            f"model.safetensors); its tokenizer stays in {Path(run_dir) / 'tokenizer.json'} "
+            "(load it with scratchllm.tokenizer.load_tokenizer)",
+            stacklevel=2,
+        )
     return files

@@ -235,6 +235,8 @@ class WordVectors:
         self, vector: np.ndarray, k: int = 10, exclude: Sequence[int] = ()
     ) -> list[tuple[str, float]]:
         """The k words whose vectors have the highest cosine with `vector`."""
+        if k < 1:
+            raise ConfigError(f"k must be >= 1, got {k}")
         v = np.asarray(vector, dtype=np.float32)
         sims = self.unit @ (v / max(float(np.linalg.norm(v)), 1e-12))
         sims[list(exclude)] = -np.inf

@@ -16,7 +16,7 @@ from typing import Any
 
 import regex
 
-from scratchllm.errors import TokenizerError
+from scratchllm.errors import DisallowedSpecialError, TokenizerError
 from scratchllm.tokenizer.patterns import resolve_pattern
 
 ENDOFTEXT = "<|endoftext|>"
@@ -231,6 +231,11 @@ class BPETokenizer:
         from scratchllm.tokenizer.training import train_merges
 
         specials = list(dict.fromkeys(special_tokens))
+        for s in specials:
+            if not isinstance(s, str) or not s:
+                raise TokenizerError(
+                    f"special token {s!r}: the text of a special token must be a non-empty string"
+                )
         n_merges = vocab_size - 256 - len(specials)
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or n_merges < 0:
             raise TokenizerError(
@@ -323,10 +328,12 @@ class BPETokenizer:
         found = [(pos, s) for s in disallowed if (pos := text.find(s)) >= 0]
         if found:
             pos, literal = min(found)
-            raise TokenizerError(
+            raise DisallowedSpecialError(
                 f"text contains the special token {literal!r} at character {pos}; "
                 f"pass allowed_special={{{literal!r}}} to encode it as a special token, or "
-                f"disallowed_special=() to encode it as ordinary text"
+                f"disallowed_special=() to encode it as ordinary text",
+                literal,
+                pos,
             )
 
     def encode(

@@ -13,7 +13,7 @@ from typing import Any
 
 import regex
 
-from scratchllm.errors import TokenizerError
+from scratchllm.errors import DisallowedSpecialError, TokenizerError
 
 # A word (letters, digits, underscore, inner apostrophes) or one non-space character.
 WORD_PATTERN = regex.compile(r"\w+(?:'\w+)*|[^\w\s]")
@@ -156,9 +156,11 @@ class WordTokenizer:
         for match in self._special_re.finditer(text):
             literal = match.group()
             if literal in disallowed:
-                raise TokenizerError(
+                raise DisallowedSpecialError(
                     f"text contains the special token {literal!r} at character {match.start()}; "
-                    f"pass allowed_special={{{literal!r}}} to encode it as a special token"
+                    f"pass allowed_special={{{literal!r}}} to encode it as a special token",
+                    literal,
+                    match.start(),
                 )
             if literal in allowed:
                 out += self._pieces(text[start : match.start()])

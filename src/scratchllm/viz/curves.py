@@ -2,23 +2,51 @@
 
 from __future__ import annotations
 
+import json
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from scratchllm.train.metrics import read_metrics
+from scratchllm.errors import DataError
 from scratchllm.viz._figure import DPI, pyplot, save
 
 METRICS_FILE = "metrics.jsonl"
 
 
 def run_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The records of ``run_dir/metrics.jsonl``; a missing file raises naming it."""
+    """The records of ``run_dir/metrics.jsonl``.
+
+    A missing file raises naming it; lines that are not JSON objects with a ``step`` (a torn
+    write, a stray edit) are skipped with one warning that counts them and names the first;
+    a file with no records at all is a DataError.
+    """
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no metrics file (is {run_dir} a training run?)")
-    return read_metrics(path)
+    records: list[dict[str, Any]] = []
+    bad: list[int] = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("step"), int | float):
+            records.append(record)
+        else:
+            bad.append(n)
+    if not records:
+        raise DataError(f"no metrics records in {path}")
+    if bad:
+        warnings.warn(
+            f"{path}: skipped {len(bad)} line(s) that are not metrics records (first: line "
+            f"{bad[0]})",
+            stacklevel=2,
+        )
+    return records
 
 
 def _series(records: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
