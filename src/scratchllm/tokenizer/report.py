@@ -2,38 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
-
-from scratchllm.errors import TokenizerError
 
 # Background colours (ANSI 256-colour codes) cycled over tokens so neighbours differ.
 _COLOURS = (153, 223, 194, 217, 189, 229)
-
-
-def text_files(paths: Sequence[str | Path]) -> list[Path]:
-    """The files named, with directories expanded to the *.txt files under them (sorted)."""
-    out: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out += sorted(q for q in p.rglob("*.txt") if q.is_file())
-        elif p.is_file():
-            out.append(p)
-        else:
-            raise TokenizerError(f"no such file or directory: {p}")
-    if not out:
-        raise TokenizerError(f"no .txt files found in {', '.join(map(str, paths))}")
-    return out
-
-
-def iter_texts(paths: Sequence[str | Path]) -> Iterator[str]:
-    """The contents of each file (UTF-8); an undecodable file raises naming it."""
-    for path in text_files(paths):
-        try:
-            yield path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as exc:
-            raise TokenizerError(f"{path}: not UTF-8 text (byte {exc.start})") from None
 
 
 def describe(tok: Any, text: str | None = None) -> dict[str, Any]:
