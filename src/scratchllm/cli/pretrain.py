@@ -67,10 +67,10 @@ def run(args: argparse.Namespace) -> int:
     print("resolved job:")
     print(json.dumps(resolved, indent=2))
     result = run_job(job, progress=not args.no_progress)
+    val = "not measured" if result.val_loss is None else f"{result.val_loss:.4f}"
     print(
         f"stopped after step {result.step} ({result.stopped}); "
-        f"last train loss {result.train_loss:.4f}; "
-        f"validation loss {result.val_loss if result.val_loss is None else round(result.val_loss, 4)}"
+        f"last train loss {result.train_loss:.4f}; validation loss {val}"
     )
     print(f"run saved to {job.out}/")
     return 0
