@@ -53,3 +53,13 @@ def test_generate_and_serve_without_a_tokenizer_are_named_errors(run_dir, capsys
     assert "has no tokenizer" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(CheckpointError, match="no tokenizer"):
         app_for_run(run_dir, ServeConfig(model_name="x"))
+
+
+def test_fine_tuning_a_base_without_a_tokenizer_says_so(run_dir):
+    from scratchllm.errors import ConfigError
+    from scratchllm.finetune.instruct import prepare_model
+    from scratchllm.finetune.templates import get_template
+
+    (run_dir / "tokenizer.json").unlink()
+    with pytest.raises(ConfigError, match="has no tokenizer"):
+        prepare_model(run_dir, get_template("alpaca"), None, print)

@@ -325,6 +325,11 @@ def prepare_model(base_run: str | Path, template: Template, lora: LoRAConfig | N
 
     run = load_run(base_run)
     tokenizer, model = run.tokenizer, run.model
+    if tokenizer is None:
+        raise ConfigError(
+            f"{base_run} has no tokenizer (tokenizer.json): the examples cannot be encoded; copy "
+            "the tokenizer the base model was trained with into it"
+        )
     if template.special_tokens:
         before = model.cfg.vocab_size
         tokenizer, model = extend_vocabulary(tokenizer, model, template.special_tokens)
