@@ -95,3 +95,13 @@ def test_gpt2_save_load(gpt2, tmp_path):
     back = load_tokenizer(tmp_path)
     assert back.vocab_size == 50257 and back.eot_id == 50256
     assert back.encode("Hello, world!") == gpt2.encode("Hello, world!") == [15496, 11, 995, 0]
+
+
+@pytest.mark.parametrize("bad", [[0, 99999], [-1, 2], [True, 1]])
+def test_a_merge_outside_the_vocabulary_is_refused_naming_it(small_bpe, tmp_path, bad):
+    path = small_bpe.save(tmp_path / "tok")
+    obj = json.loads(path.read_text())
+    obj["merges"][3] = bad
+    path.write_text(json.dumps(obj))
+    with pytest.raises(TokenizerError, match=r"tokenizer.json: merge 3 .* outside the \d+ tokens"):
+        load_tokenizer(tmp_path / "tok")

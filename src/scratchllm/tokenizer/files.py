@@ -100,6 +100,13 @@ def bpe_from_json(path: Path, obj: dict[str, Any], use_fast: bool | None = None)
         isinstance(merges, list) and all(isinstance(m, list) and len(m) == 2 for m in merges)
     ):
         raise TokenizerError(f"{path}: field 'merges' must be a list of [left, right] pairs")
+    for rank, pair in enumerate(merges or []):
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in pair) or not all(
+            0 <= i < len(tokens) for i in pair
+        ):
+            raise TokenizerError(
+                f"{path}: merge {rank} {pair} refers to ids outside the {len(tokens)} tokens"
+            )
     try:
         return BPETokenizer(
             tokens,
