@@ -100,3 +100,23 @@ def test_export_of_a_char_tokenizer_run_says_what_was_left_out(tmp_path, capsys)
     assert "warning: the run's char-level tokenizer was not exported" in captured.err
     assert "byte-level BPE only" in captured.err
     assert not (tmp_path / "out" / "tokenizer.json").exists()
+
+
+def test_exported_weights_get_the_same_mode_as_their_sibling_files(tmp_path):
+    import os
+    import stat
+
+    from scratchllm.model import GPTModel, get_preset
+    from scratchllm.tokenizer import BPETokenizer
+    from scratchllm.train.checkpoint import save_run
+
+    tok = BPETokenizer.train(["hello world " * 20], 260)
+    cfg = get_preset("tiny", vocab_size=tok.vocab_size)
+    save_run(tmp_path / "run", GPTModel(cfg), cfg, tok)
+    old = os.umask(0o022)
+    try:
+        assert main(["export", "--run", str(tmp_path / "run"), "--to", str(tmp_path / "out")]) == 0
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "out").iterdir()}
+    assert modes["model.safetensors"] == 0o644 and set(modes.values()) == {0o644}, modes

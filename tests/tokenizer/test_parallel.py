@@ -30,3 +30,24 @@ def test_encode_files(small_bpe, sample_text, tmp_path):
     arrays = encode_files(small_bpe, paths, processes=2, append_eot=True)
     for path, arr in zip(paths, arrays):
         assert arr.tolist() == small_bpe.encode(path.read_text()) + [small_bpe.eot_id]
+
+
+def test_encode_files_keeps_carriage_returns(small_bpe, tmp_path, capsys, monkeypatch):
+    import io
+
+    from scratchllm.cli import main
+
+    raw = "a\r\nb\rc\n" * 5
+    path = tmp_path / "crlf.txt"
+    path.write_bytes(raw.encode())
+    (ids,) = encode_files(small_bpe, [path], processes=1)
+    assert ids.tolist() == small_bpe.encode(raw)
+    small_bpe.save(tmp_path / "tok")
+    assert (
+        main(["tokenizer", "encode", "--tokenizer", str(tmp_path / "tok"), "--file", str(path)])
+        == 0
+    )
+    from_file = capsys.readouterr().out
+    monkeypatch.setattr("sys.stdin", io.StringIO(raw, newline=""))
+    assert main(["tokenizer", "encode", "--tokenizer", str(tmp_path / "tok")]) == 0
+    assert capsys.readouterr().out == from_file

@@ -56,3 +56,13 @@ def test_bad_ids():
     tok = WordTokenizer.train("a b")
     with pytest.raises(TokenizerError, match="99"):
         tok.decode([99])
+
+
+def test_skip_special_keeps_unknown_words_as_unk():
+    tok = WordTokenizer.train("Hello, world. Hello again!", max_vocab=10)
+    ids = tok.encode(
+        "Hello, moon!",
+        add_bos=True,
+        add_eos=True,
+    )
+    assert tok.decode(ids, skip_special=True) == "Hello, [UNK]!"

@@ -89,7 +89,7 @@ def _read_text(args: argparse.Namespace) -> str:
     if args.text is not None:
         return args.text
     if args.file:
-        with open(args.file, encoding="utf-8") as f:
+        with open(args.file, encoding="utf-8", newline="") as f:  # "\r\n" kept
             return f.read()
     return sys.stdin.read()
 
@@ -164,7 +164,7 @@ def run_info(args: argparse.Namespace) -> int:
     tok = load_tokenizer(args.tokenizer)
     text = None
     if args.file:
-        with open(args.file, encoding="utf-8") as f:
+        with open(args.file, encoding="utf-8", newline="") as f:  # "\r\n" kept
             text = f.read()
     for key, value in describe(tok, text).items():
         print(f"{key}: {value}")

@@ -312,6 +312,9 @@ def write_safetensors(
     blob += b" " * (-len(blob) % 8)  # tensor data starts 8-byte aligned
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        from scratchllm.train.checkpoint import file_mode
+
+        os.fchmod(fd, file_mode())  # as its sibling files get (mkstemp makes it owner-only)
         with os.fdopen(fd, "wb") as f:
             f.write(len(blob).to_bytes(8, "little") + blob)
             for t in tensors.values():

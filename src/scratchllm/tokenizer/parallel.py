@@ -110,7 +110,8 @@ def encode_files(
     owner: list[int] = []
     for index, path in enumerate(paths):
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            with open(path, encoding="utf-8", newline="") as f:  # "\r\n" kept, as encode sees it
+                text = f.read()
         except UnicodeDecodeError as exc:
             raise TokenizerError(f"{path}: not UTF-8 text (byte {exc.start})") from None
         pieces = split_for_workers(text, pattern)

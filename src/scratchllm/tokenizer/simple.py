@@ -185,7 +185,8 @@ class WordTokenizer:
         del errors  # word-level tokens are always valid text; kept for the common signature
         if hasattr(ids, "tolist"):
             ids = ids.tolist()
-        special = set(self._special_ids.values())
+        # skip_special drops [BOS]/[EOS]/[PAD] and the like; an unknown word stays [UNK]
+        special = set(self._special_ids.values()) - {self.unk_id}
         pieces = []
         for pos, i in enumerate(ids):
             if not isinstance(i, int) or not 0 <= i < len(self.tokens):

@@ -53,6 +53,11 @@ def _umask() -> int:
     return mask
 
 
+def file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` would give a new file (mkstemp gives 0o600)."""
+    return 0o666 & ~_umask()
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -67,7 +72,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes it owner-only; give the usual mode
+        os.fchmod(fd, file_mode())  # mkstemp makes it owner-only; give the usual mode
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
