@@ -140,3 +140,29 @@ def test_shard_sampler_windows_and_resume(tmp_path, byte_tokenizer) -> None:
 def test_shard_sampler_too_short(byte_tokenizer) -> None:
     with pytest.raises(DataError, match=r"max_length\+1 = 65"):
         ShardSampler([np.arange(30, dtype=np.uint16)], 2, 64)
+
+
+@pytest.mark.parametrize("crash_at_commit", [2, 4])
+def test_one_big_document_commits_inside_and_resumes(tmp_path, monkeypatch, crash_at_commit):
+    import scratchllm.data.shards as shards
+
+    bpe = pytest.importorskip("scratchllm.tokenizer")
+    big = Document("big", "\n".join(d.text for d in corpus(40)))  # ~5 chunks of 500 bytes
+    tok = bpe.BPETokenizer.train([big.text], 300)
+    prepare([big], tok, tmp_path / "full", val_fraction=0.0)
+    commits = []
+    real = shards._write_index
+
+    def crashing(out, state):
+        real(out, state)
+        commits.append((state.next_document, state.next_piece))
+        if len(commits) == crash_at_commit:
+            raise KeyboardInterrupt  # killed right after this commit
+
+    monkeypatch.setattr(shards, "_write_index", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        prepare([big], tok, tmp_path / "cut", val_fraction=0.0)
+    monkeypatch.setattr(shards, "_write_index", real)
+    assert commits[-1][0] == 0 and commits[-1][1] > 0  # progress inside the one document
+    prepare([big], tok, tmp_path / "cut", val_fraction=0.0)
+    assert shard_bytes(tmp_path / "cut") == shard_bytes(tmp_path / "full")

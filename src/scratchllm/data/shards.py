@@ -87,6 +87,10 @@ class PrepareState:
 
     settings: PrepareSettings
     next_document: int = 0  # source documents fully written
+    # pieces of document `next_document` already written (a long document is cut into pieces of
+    # about `chunk_bytes`; progress is committed after every chunk, inside a document too)
+    next_piece: int = 0
+    chunk_bytes: int = 0  # the piece size those pieces were cut with (0: none written yet)
     text_bytes: int = 0  # UTF-8 bytes of the documents written
     complete: bool = False
     splits: dict[str, list[ShardInfo]] = field(default_factory=lambda: {s: [] for s in SPLITS})
@@ -113,6 +117,8 @@ class PrepareState:
         return cls(
             settings=PrepareSettings(**data["settings"]),
             next_document=int(data["next_document"]),
+            next_piece=int(data.get("next_piece", 0)),
+            chunk_bytes=int(data.get("chunk_bytes", 0)),
             text_bytes=int(data["text_bytes"]),
             complete=bool(data["complete"]),
             splits=splits,
@@ -265,13 +271,17 @@ def _split_text(tokenizer: TextEncoder, text: str, chunk_bytes: int) -> list[str
 
 
 def _chunks(
-    docs: Iterator[Document], tokenizer: TextEncoder, chunk_bytes: int
+    docs: Iterator[Document], tokenizer: TextEncoder, chunk_bytes: int, skip_pieces: int = 0
 ) -> Iterator[list[_Piece]]:
+    """Chunks of about ``chunk_bytes`` of pieces; the first document's first ``skip_pieces``
+    pieces are left out (written before a resume)."""
     chunk: list[_Piece] = []
     size = 0
     for doc in docs:
         parts = _split_text(tokenizer, doc.text, chunk_bytes)
         for i, part in enumerate(parts):
+            if i < skip_pieces:
+                continue
             chunk.append(_Piece(doc, part, i == 0, i == len(parts) - 1))
             size += len(part)
             if size >= chunk_bytes:
@@ -287,12 +297,13 @@ def _encoded_chunks(
     settings: PrepareSettings,
     workers: int,
     chunk_bytes: int,
+    skip_pieces: int = 0,
 ) -> Iterator[tuple[list[_Piece], list[np.ndarray]]]:
     """Chunks of pieces with their ids, in order; at most ``2 * workers`` chunks in flight."""
     init_args = (tokenizer, settings.bos_id, settings.dtype)
     if workers <= 1:
         _init_worker(*init_args)
-        for chunk in _chunks(docs, tokenizer, chunk_bytes):
+        for chunk in _chunks(docs, tokenizer, chunk_bytes, skip_pieces):
             yield chunk, _encode_pieces([(p.text, p.first, p.last) for p in chunk])
         return
     # fork (as torch's DataLoader does on Linux): no re-import of __main__, no tokenizer pickling;
@@ -302,7 +313,7 @@ def _encoded_chunks(
         workers, mp_context=ctx, initializer=_init_worker, initargs=init_args
     ) as pool:
         pending: deque[tuple[list[_Piece], Future[list[np.ndarray]]]] = deque()
-        for chunk in _chunks(docs, tokenizer, chunk_bytes):
+        for chunk in _chunks(docs, tokenizer, chunk_bytes, skip_pieces):
             job = [(p.text, p.first, p.last) for p in chunk]
             pending.append((chunk, pool.submit(_encode_pieces, job)))
             if len(pending) >= 2 * workers:
@@ -420,21 +431,27 @@ def _run(
         desc="prepare",
         disable=not progress,
     )
-    done_docs, done_bytes = state.next_document, state.text_bytes
+    done_docs, done_bytes, done_pieces = state.next_document, state.text_bytes, state.next_piece
+    if done_pieces:  # a document was cut mid-way: its pieces must be cut as they were
+        chunk_bytes = state.chunk_bytes
+    state.chunk_bytes = chunk_bytes
+    chunks = _encoded_chunks(todo, tokenizer, settings, workers, chunk_bytes, done_pieces)
     try:
-        for chunk, encoded in _encoded_chunks(todo, tokenizer, settings, workers, chunk_bytes):
+        for chunk, encoded in chunks:
             for piece, ids in zip(chunk, encoded, strict=True):
                 val = is_validation(piece.doc.name, settings.val_fraction, settings.seed)
                 writers["val" if val else "train"].write(ids, new_document=piece.first)
+                done_pieces += 1
                 if piece.last:
                     done_docs += 1
+                    done_pieces = 0
                     done_bytes += len(piece.doc.text.encode("utf-8"))
-            if not chunk[-1].last:
-                continue  # commit only between documents
+            # commit after every chunk, also inside a long document (one big file)
             for writer in writers.values():
                 writer.flush()
             bar.update(done_bytes - state.text_bytes)
             state.next_document, state.text_bytes = done_docs, done_bytes
+            state.next_piece = done_pieces
             _write_index(out, state)
     finally:
         bar.close()
