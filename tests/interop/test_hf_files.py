@@ -125,6 +125,9 @@ def test_hub_id_offline_and_online(monkeypatch, gpt2_dir):
     monkeypatch.setattr(hub, "snapshot_download", offline)
     with pytest.raises(CheckpointError, match="without network access, download config.json"):
         load_hf("gpt2")
+    # a mistyped relative path looks like an owner/name id: the message says both
+    with pytest.raises(CheckpointError, match="'hf/nonexist' is not a local directory \\(none at"):
+        load_hf("hf/nonexist")
     calls = []
     monkeypatch.setattr(
         hub, "snapshot_download", lambda repo, **kw: calls.append(repo) or directory

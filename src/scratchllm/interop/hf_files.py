@@ -257,7 +257,8 @@ def resolve_source(src: str | Path, cache_dir: str | Path | None = None) -> Path
         local = snapshot_download(str(src), allow_patterns=HUB_FILES, cache_dir=cache_dir)
     except Exception as exc:  # network, authentication, unknown repository: all end the same way
         raise CheckpointError(
-            f"could not download {src!r} from the Hugging Face Hub ({type(exc).__name__}: {exc}); "
+            f"{src!r} is not a local directory (none at {path.resolve()}), and downloading it as "
+            f"a Hugging Face Hub id failed ({type(exc).__name__}: {' '.join(str(exc).split())}); "
             f"without network access, {how_to_download(str(src))}"
         ) from None
     return Path(local)
