@@ -28,12 +28,10 @@ from scratchllm.train.checkpoint import (
     read_json,
     remove_checkpoint,
 )
-from scratchllm.train.config import TrainConfig
+from scratchllm.train.config import RESUME_KEYS, TrainConfig
 from scratchllm.train.loop import Trainer, TrainResult
 
 SETTINGS_FILE = "finetune.json"
-# TrainConfig fields that decide which batches come next; the others may change on resume.
-TRAIN_KEYS = ("batch_size", "grad_accum", "seed")
 # How a run stops when it is not finished: it saved a checkpoint and can be resumed.
 INTERRUPTED = ("signal", "paused")
 
@@ -111,7 +109,7 @@ def check_resume(
     saved_train = state.get("train_config") or {}
     diff += [
         f"train.{k}: {saved_train[k]} in checkpoint, {train_config[k]} now"
-        for k in TRAIN_KEYS
+        for k in RESUME_KEYS
         if k in saved_train and saved_train[k] != train_config[k]
     ]
     saved_model = state.get("model_config")

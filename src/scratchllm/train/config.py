@@ -9,6 +9,10 @@ from typing import Any
 from scratchllm.errors import ConfigError, check_field_types
 from scratchllm.model.params import DECAY_ON
 
+# TrainConfig fields that decide which batches come next: a resumed run must keep them (the
+# length of the run, learning rates and intervals may change, e.g. to train longer).
+RESUME_KEYS = ("batch_size", "grad_accum", "seed")
+
 
 @dataclass
 class TrainConfig:

@@ -329,17 +329,16 @@ def _mask_token_id(tokenizer) -> int:
 def _check_resumable(directory: Path, model_cfg, train_cfg, job: Job | None = None) -> None:
     """A checkpoint from another configuration cannot be resumed: name the fields that differ."""
     from scratchllm.train.checkpoint import read_json, verify_checkpoint
+    from scratchllm.train.config import RESUME_KEYS
 
     verify_checkpoint(directory)  # complete and intact before anything is read from it
     state = read_json(directory / "state.json")
     saved = state.get("train_config", {})
     mine = train_cfg.to_dict()
-    # Fields that change which batches come next; max_steps and the learning rates may change
-    # (extending a run is allowed; only an unchanged config reproduces the uninterrupted run).
-    keys = ("batch_size", "grad_accum", "seed")
+    # only an unchanged config reproduces the uninterrupted run; RESUME_KEYS must not change
     diff = [
         f"train.{k}: {saved[k]} in checkpoint, {mine[k]} now"
-        for k in keys
+        for k in RESUME_KEYS
         if k in saved and saved[k] != mine[k]
     ]
     # The data settings that decide the token ids and windows, from the run's job.json.
