@@ -29,6 +29,10 @@ from scratchllm.generation import GREEDY, SamplingConfig, TokenHistory, sample_n
         {"repetition_penalty": float("nan")},
         {"frequency_penalty": float("inf")},
         {"presence_penalty": float("nan")},
+        {"logit_bias": ((3, 101.0),)},
+        {"logit_bias": ((-1, 1.0),)},
+        {"logit_bias": ((1, float("nan")),)},
+        {"logit_bias": ((1,),)},
     ],
 )
 def test_invalid_settings_raise_value_error_naming_the_field(kwargs):
@@ -40,6 +44,31 @@ def test_invalid_settings_raise_value_error_naming_the_field(kwargs):
 def test_greedy_is_argmax():
     logits = torch.randn(4, 50)
     assert torch.equal(sample_next_token(logits, GREEDY), logits.argmax(-1))
+
+
+def test_logit_bias_adds_to_the_named_tokens():
+    logits = torch.zeros(2, 10)
+    logits[:, 4] = 5.0
+    forced = SamplingConfig(temperature=0.0, logit_bias=((7, 100.0),))
+    assert sample_next_token(logits, forced).tolist() == [7, 7]
+    banned = SamplingConfig(temperature=1.0, logit_bias=((4, -100.0),))
+    draws = _draws(logits[:1], banned)
+    assert 4 not in draws and len(draws) > 5
+    with pytest.raises(ValueError, match="outside the vocabulary of 10"):
+        sample_next_token(logits, SamplingConfig(logit_bias=((12, 1.0),)))
+
+
+def test_logit_bias_is_applied_by_the_batched_engine(model, tokenizer):
+    from scratchllm.generation import Engine
+
+    engine = Engine(model, tokenizer)
+    forced = SamplingConfig(temperature=0.0, logit_bias=((ord("q"), 100.0),))
+    plain, biased = (
+        engine.generate(["ab", "cd"], GREEDY, 4),
+        engine.generate(["ab", "cd"], forced, 4),
+    )
+    assert [c.token_ids for c in biased] == [[ord("q")] * 4] * 2
+    assert [c.token_ids for c in plain] != [c.token_ids for c in biased]
 
 
 def _draws(logits, sampling, n=300, seed=0):

@@ -112,6 +112,16 @@ def test_bookkeeping_fields_and_null_caps_are_accepted(server):
     assert r.json()["usage"]["completion_tokens"] <= 3
 
 
+def test_logit_bias_forces_and_bans_tokens(client):
+    kw = dict(model=MODEL, prompt="Hello", max_tokens=6, temperature=0)
+    forced = client.completions.create(logit_bias={"65": 100}, **kw)  # byte 65 is "A"
+    assert forced.choices[0].text == "A" * 6
+    plain = client.completions.create(**kw).choices[0].text
+    first = str(plain.encode()[0])
+    banned = client.completions.create(logit_bias={first: -100}, **kw).choices[0].text
+    assert banned.encode()[0] != plain.encode()[0]
+
+
 def test_raw_sse_ends_with_done(server):
     body = {"model": MODEL, "prompt": "x", "max_tokens": 3, "stream": True}
     with server.client() as c, c.stream("POST", "/v1/completions", json=body) as r:

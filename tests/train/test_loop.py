@@ -253,3 +253,17 @@ def test_partial_saves_left_by_a_killed_process_are_removed(tmp_path):
     _trainer(tmp_path, steps=2)
     assert not partial.exists() and not doomed.exists() and not temp.exists()
     assert keep.read_text() == "mine"
+
+
+def test_training_samples_never_show_special_tokens_other_than_end_of_text():
+    from scratchllm.tokenizer import WordTokenizer
+    from scratchllm.train.pretrain import sampler
+
+    tok = WordTokenizer.train(["abcdefgh"], mode="char")
+    texts = []
+    for seed in range(10):  # untrained models: without the ban 8 of these 10 samples show some
+        torch.manual_seed(seed)
+        cfg = get_preset("tiny", vocab_size=tok.vocab_size, context_length=64, init_std=0.5)
+        texts.append(sampler(tok, "abcd", 60, seed=seed)(GPTModel(cfg).eval()))
+    assert sum(map(len, texts)) > 200
+    assert not [t for t in texts if any(s in t for s in ("[PAD]", "[BOS]", "[UNK]"))]

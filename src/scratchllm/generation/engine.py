@@ -231,7 +231,8 @@ class DecodeBatch:
     def _sample(self, logits: Tensor, live: list[int]) -> list[int]:
         seqs = [self.seqs[s] for s in live]
         assert all(s is not None for s in seqs)
-        if all(s.request.sampling.greedy and s.history is None for s in seqs):
+        plain = (s.request.sampling.greedy and not s.request.sampling.logit_bias for s in seqs)
+        if all(plain) and all(s.history is None for s in seqs):
             ids = logits.argmax(dim=-1)  # the common fast case: one op for the batch
         else:
             ids = self.tokens.clone()

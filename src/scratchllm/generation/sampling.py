@@ -3,7 +3,8 @@
 `sample_next_token` is pure: logits (and, for penalties, what was seen so far) in, one token id
 per row out. The order of operations follows common practice (Hugging Face / vLLM):
 
-1. penalties: repetition (prompt + output tokens), frequency and presence (output tokens only);
+1. penalties: repetition (prompt + output tokens), frequency and presence (output tokens only),
+   then OpenAI's ``logit_bias`` (a number added to the logits of chosen ids);
 2. greedy (temperature 0) takes the argmax here;
 3. temperature, then top-k, top-p (nucleus) and min-p filters;
 4. a draw from the remaining distribution with a seeded `torch.Generator` (one for the batch, or
@@ -33,6 +34,8 @@ class SamplingConfig:
     repetition_penalty: float = 1.0  # > 1 discourages any token already in prompt or output
     frequency_penalty: float = 0.0  # subtracted once per earlier occurrence in the output
     presence_penalty: float = 0.0  # subtracted once if the token occurs in the output at all
+    # (token id, bias) pairs added to those ids' logits: -100 bans a token, 100 forces it
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 <= self.temperature < math.inf:  # also rejects NaN
@@ -51,6 +54,19 @@ class SamplingConfig:
             value = getattr(self, name)
             if not -2.0 <= value <= 2.0:  # the range OpenAI's API documents
                 raise ConfigError(f"{name} must be in [-2, 2], got {value}")
+        for pair in self.logit_bias:
+            ok = isinstance(pair, tuple) and len(pair) == 2
+            token, bias = pair if ok else (None, None)
+            if not (ok and isinstance(token, int) and not isinstance(token, bool) and token >= 0):
+                raise ConfigError(f"logit_bias needs (token id >= 0, bias) pairs, got {pair!r}")
+            if (
+                isinstance(bias, bool)
+                or not isinstance(bias, int | float)
+                or not -100 <= bias <= 100
+            ):
+                raise ConfigError(
+                    f"logit_bias of token {token} must be in [-100, 100], got {bias!r}"
+                )
 
     @property
     def greedy(self) -> bool:
@@ -105,6 +121,18 @@ def apply_penalties(logits: Tensor, sampling: SamplingConfig, history: TokenHist
     return logits
 
 
+def apply_logit_bias(logits: Tensor, bias: Sequence[tuple[int, float]]) -> Tensor:
+    """``logits`` [B, V] (float32) with each bias added to its token's column."""
+    logits = logits.float()
+    ids = torch.tensor([t for t, _ in bias], dtype=torch.long, device=logits.device)
+    if int(ids.max()) >= logits.size(-1):
+        raise ConfigError(
+            f"logit_bias names token {int(ids.max())}, outside the vocabulary of {logits.size(-1)}"
+        )
+    values = torch.tensor([b for _, b in bias], dtype=logits.dtype, device=logits.device)
+    return logits.index_add(-1, ids, values.expand(logits.size(0), -1))
+
+
 def filter_logits(logits: Tensor, sampling: SamplingConfig) -> Tensor:
     """Temperature-scaled logits [B, V] with filtered-out tokens set to -inf."""
     logits = logits.float() / sampling.temperature
@@ -147,6 +175,8 @@ def sample_next_token(
         if history is None:
             raise ValueError("repetition/frequency/presence penalties need a TokenHistory")
         logits = apply_penalties(logits, sampling, history)
+    if sampling.logit_bias:
+        logits = apply_logit_bias(logits, sampling.logit_bias)
     if sampling.greedy:
         return logits.argmax(dim=-1)
     probs = filter_logits(logits, sampling).softmax(dim=-1)  # [B, V]

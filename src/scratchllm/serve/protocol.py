@@ -20,6 +20,7 @@ from scratchllm.serve.config import ServeConfig
 
 INT64 = 1 << 63
 MAX_USER_CHARS = 256  # the `user` field: an opaque tag, ignored
+MAX_LOGIT_BIAS = 300  # entries in `logit_bias` (OpenAI's limit)
 ROLES = ("system", "user", "assistant", "developer")  # developer: OpenAI's newer name for system
 MESSAGE_FIELDS = {"role", "content", "name"}
 COMMON_FIELDS = {
@@ -218,7 +219,6 @@ class Validator:
         get_str(body, "service_tier", MAX_USER_CHARS)
         self._metadata(body.get("metadata"))
         require_neutral(body, "logprobs", False, 0)
-        require_neutral(body, "logit_bias", {})
 
     @staticmethod
     def _metadata(value: Any) -> None:
@@ -249,9 +249,32 @@ class Validator:
                 repetition_penalty=get_float(body, "repetition_penalty", 1.0, 0.01, 10.0),
                 frequency_penalty=get_float(body, "frequency_penalty", 0.0, -2.0, 2.0),
                 presence_penalty=get_float(body, "presence_penalty", 0.0, -2.0, 2.0),
+                logit_bias=self._logit_bias(body.get("logit_bias")),
             )
         except ScratchLLMError as exc:  # pragma: no cover - the ranges above are tighter
             raise bad("sampling", str(exc)) from None
+
+    def _logit_bias(self, value: Any) -> tuple[tuple[int, float], ...]:
+        """OpenAI's map of token id (a string) to a bias in [-100, 100], at most 300 entries."""
+        if value is None:
+            return ()
+        if not isinstance(value, dict):
+            raise bad("logit_bias", f"must be an object of token id -> bias, got {_show(value)}")
+        if len(value) > MAX_LOGIT_BIAS:
+            raise bad("logit_bias", f"at most {MAX_LOGIT_BIAS} entries, got {len(value)}")
+        top = (self.vocab_size or 1) - 1
+        pairs = []
+        for key, bias in value.items():
+            if not (isinstance(key, str) and key.isascii() and key.isdigit() and int(key) <= top):
+                raise bad("logit_bias", f"keys are token ids in [0, {top}], got {_show(key)}")
+            if isinstance(bias, bool) or not isinstance(bias, int | float):
+                raise bad(
+                    "logit_bias", f"token {key}: the bias must be a number, got {_show(bias)}"
+                )
+            if not -100 <= bias <= 100:
+                raise bad("logit_bias", f"token {key}: the bias must be in [-100, 100], got {bias}")
+            pairs.append((int(key), float(bias)))
+        return tuple(pairs)
 
     def _stop(self, body: dict) -> tuple[str, ...]:
         stop = body.get("stop")

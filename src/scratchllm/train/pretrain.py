@@ -189,7 +189,10 @@ def sampler(tokenizer: Any, prompt: str, max_new_tokens: int, seed: int):
     """A Trainer ``sample`` callback: a short seeded continuation of ``prompt``."""
     from scratchllm.generate import SamplingConfig, complete
 
-    sampling = SamplingConfig(temperature=0.8, top_k=40)
+    # special tokens other than end-of-text ([PAD], [BOS], [UNK], ...) are not text: banned
+    specials = getattr(tokenizer, "special_tokens", {}).values()
+    ban = tuple((i, -100.0) for i in sorted(specials) if i != tokenizer.eot_id)
+    sampling = SamplingConfig(temperature=0.8, top_k=40, logit_bias=ban)
 
     def sample(model) -> str:
         return prompt + complete(model, tokenizer, prompt, max_new_tokens, sampling, seed=seed)
