@@ -141,3 +141,23 @@ def test_frequency_and_presence_penalties_count_output_tokens_only():
 def test_logits_must_be_two_dimensional():
     with pytest.raises(ValueError, match="batch, vocab"):
         sample_next_token(torch.randn(10), GREEDY)
+
+
+def test_logprobs_are_the_models_log_softmax_at_each_output_token(model, tokenizer):
+    from scratchllm.generation import Engine
+
+    engine = Engine(model, tokenizer)
+    (done,) = engine.generate(["abc"], GREEDY, 5, logprobs=3)
+    assert len(done.logprobs) == len(done.token_ids) == 5
+    ids = list(engine.encode("abc"))
+    for token, entry in zip(done.token_ids, done.logprobs):
+        with torch.no_grad():
+            logp = model(torch.tensor([ids]))[0, -1].float().log_softmax(-1)
+        assert entry.token_id == token
+        assert abs(entry.logprob - logp[token].item()) < 1e-4
+        top_v, top_i = logp.topk(3)
+        assert [i for i, _ in entry.top] == top_i.tolist()
+        assert entry.top[0][0] == token  # greedy: the chosen token is the most likely
+        ids.append(token)
+    (plain,) = engine.generate(["abc"], GREEDY, 5)
+    assert plain.logprobs is None and plain.token_ids == done.token_ids

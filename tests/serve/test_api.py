@@ -122,6 +122,42 @@ def test_logit_bias_forces_and_bans_tokens(client):
     assert banned.encode()[0] != plain.encode()[0]
 
 
+def test_completion_logprobs(client):
+    kw = dict(model=MODEL, prompt="Hello", max_tokens=6, temperature=0)
+    r = client.completions.create(logprobs=2, **kw).choices[0]
+    lp = r.logprobs
+    assert "".join(lp.tokens) == r.text and len(lp.token_logprobs) == len(lp.tokens)
+    assert all(v <= 0 for v in lp.token_logprobs)
+    for token, value, top in zip(lp.tokens, lp.token_logprobs, lp.top_logprobs):
+        assert len(top) == 2 and max(top, key=top.get) == token  # greedy: the most likely
+        assert abs(top[token] - value) < 1e-6
+    assert lp.text_offset == [sum(map(len, lp.tokens[:i])) for i in range(len(lp.tokens))]
+    assert client.completions.create(**kw).choices[0].logprobs is None
+
+
+def test_chat_logprobs_streamed_and_not(client):
+    kw = dict(
+        model=MODEL,
+        messages=[{"role": "user", "content": "Hey"}],
+        max_tokens=8,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=3,
+    )
+    full = client.chat.completions.create(**kw).choices[0]
+    content = full.logprobs.content
+    assert len(content) > 0 and all(len(e.top_logprobs) == 3 for e in content)
+    assert all(bytes(e.bytes).decode("utf-8", "replace") == e.token for e in content)
+    assert "".join(e.token for e in content).strip() == full.message.content
+    streamed = [
+        e
+        for chunk in client.chat.completions.create(stream=True, **kw)
+        if chunk.choices and chunk.choices[0].logprobs
+        for e in chunk.choices[0].logprobs.content
+    ]
+    assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in content]
+
+
 def test_raw_sse_ends_with_done(server):
     body = {"model": MODEL, "prompt": "x", "max_tokens": 3, "stream": True}
     with server.client() as c, c.stream("POST", "/v1/completions", json=body) as r:

@@ -41,7 +41,11 @@ CASES: list[tuple[str, str, object, int]] = [
     ("model not a string", CHAT, chat(model=5), 400),
     # unknown or unsupported fields
     ("unknown field", CHAT, chat(foo=1), 400),
-    ("logprobs requested", COMP, comp(logprobs=5), 400),
+    ("logprobs 6", COMP, comp(logprobs=6), 400),
+    ("logprobs bool on completions", COMP, comp(logprobs=True), 400),
+    ("top_logprobs without logprobs", CHAT, chat(top_logprobs=2), 400),
+    ("top_logprobs 21", CHAT, chat(logprobs=True, top_logprobs=21), 400),
+    ("chat logprobs not bool", CHAT, chat(logprobs=3), 400),
     ("echo requested", COMP, comp(echo=True), 400),
     ("best_of 3", COMP, comp(best_of=3), 400),
     ("suffix", COMP, comp(suffix="end"), 400),

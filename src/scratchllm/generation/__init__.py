@@ -17,6 +17,7 @@ from scratchllm.generation.engine import (
     Engine,
     Request,
     StepEvent,
+    TokenLogprob,
 )
 from scratchllm.generation.reference import generate, left_pad
 from scratchllm.generation.sampling import (
@@ -40,6 +41,7 @@ __all__ = [
     "StepEvent",
     "TextStream",
     "TokenHistory",
+    "TokenLogprob",
     "generate",
     "left_pad",
     "sample_next_token",

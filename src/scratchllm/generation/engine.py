@@ -51,8 +51,13 @@ class Request:
     stop: tuple[str, ...] = ()  # stop strings (not included in the text)
     stop_token_ids: tuple[int, ...] = ()  # ids that end the reply besides the end-of-text id
     seed: int | None = None  # seeds this request's own generator (None: torch's global RNG)
+    # report each output token's log-probability and this many most likely alternatives
+    # (None: none); taken from the model's own distribution, before penalties and temperature
+    logprobs: int | None = None
 
     def __post_init__(self) -> None:
+        if self.logprobs is not None and not 0 <= self.logprobs <= MAX_TOP_LOGPROBS:
+            raise ValueError(f"logprobs must be in [0, {MAX_TOP_LOGPROBS}], got {self.logprobs}")
         if len(self.prompt_ids) == 0:
             raise ValueError("a request needs at least one prompt token")
         if self.max_new_tokens < 1:
@@ -61,12 +66,25 @@ class Request:
             raise ValueError("stop strings must be non-empty")
 
 
+MAX_TOP_LOGPROBS = 20  # alternatives per token a request may ask for (OpenAI's limit)
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """An output token's log-probability and the most likely alternatives at its position."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()  # (id, logprob), most likely first
+
+
 @dataclass
 class Completion:
     prompt_ids: list[int]
     token_ids: list[int]  # generated ids, without the end-of-text / stop token id
     text: str  # decoded reply, cut before the first stop string
     finish_reason: str  # "eot" | "stop" | "length" | "cancelled"
+    logprobs: list[TokenLogprob] | None = None  # one per token_ids entry, when requested
 
 
 @dataclass
@@ -75,6 +93,7 @@ class StepEvent:
     token_id: int  # the id sampled this step
     text: str  # text released this step (may be '' while a character or stop string is open)
     completion: Completion | None = None  # set on the step the request finishes
+    logprob: TokenLogprob | None = None  # of this step's token, when requested (not for eot)
 
 
 @dataclass
@@ -86,6 +105,7 @@ class _Sequence:
     history: TokenHistory | None
     ids: list[int] = field(default_factory=list)  # prompt + output, incl. the pending token
     output: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None  # per output token, when the request asks
 
 
 class DecodeBatch:
@@ -170,7 +190,10 @@ class DecodeBatch:
             history = TokenHistory(1, self.cfg.vocab_size, self.device)
             history.add_prompt(0, prompt)
         stream = TextStream(self.tokenizer, req.stop)
-        return _Sequence(request_id, req, stream, generator, history, ids=list(prompt))
+        logprobs = [] if req.logprobs is not None else None
+        return _Sequence(
+            request_id, req, stream, generator, history, ids=list(prompt), logprobs=logprobs
+        )
 
     @torch.no_grad()
     def _prefill(self, slots: list[int], contexts: list[list[int]]) -> None:
@@ -221,12 +244,31 @@ class DecodeBatch:
         full = all(self._lengths[s] == view - 1 for s in live)
         logits = self._step(view, full)  # [slots, vocab]
         next_ids = self._sample(logits, live)
+        scored = self._logprobs(logits, live, next_ids)
         self.cache.lengths += self.active  # each live slot wrote one column
         events = []
         for slot in live:
             self._lengths[slot] += 1
-            events.append(self._advance(slot, next_ids[slot]))
+            events.append(self._advance(slot, next_ids[slot], scored.get(slot)))
         return events
+
+    def _logprobs(self, logits: Tensor, live: list[int], ids: list[int]) -> dict[int, TokenLogprob]:
+        """Each sampled token's log-probability (and top alternatives) for the slots that ask."""
+        want = [s for s in live if self.seqs[s].request.logprobs is not None]  # type: ignore[union-attr]
+        if not want:
+            return {}
+        rows = torch.tensor(want, device=logits.device)
+        logp = logits.index_select(0, rows).float().log_softmax(dim=-1)  # [n, V]
+        k = max(self.seqs[s].request.logprobs for s in want)  # type: ignore[union-attr]
+        top_v, top_i = logp.topk(k, dim=-1) if k else (logp[:, :0], logp[:, :0].long())
+        chosen = logp.gather(1, torch.tensor([[ids[s]] for s in want], device=logits.device))
+        chosen, top_v, top_i = chosen[:, 0].tolist(), top_v.tolist(), top_i.tolist()
+        out = {}
+        for row, slot in enumerate(want):
+            n = self.seqs[slot].request.logprobs  # type: ignore[union-attr]
+            top = tuple(zip(top_i[row][:n], top_v[row][:n]))
+            out[slot] = TokenLogprob(ids[slot], chosen[row], top)
+        return out
 
     def _sample(self, logits: Tensor, live: list[int]) -> list[int]:
         seqs = [self.seqs[s] for s in live]
@@ -247,7 +289,7 @@ class DecodeBatch:
         self.tokens.copy_(ids)  # in place: a captured CUDA graph reads this tensor
         return ids.tolist()
 
-    def _advance(self, slot: int, token: int) -> StepEvent:
+    def _advance(self, slot: int, token: int, logprob: TokenLogprob | None = None) -> StepEvent:
         seq = self.seqs[slot]
         assert seq is not None
         req = seq.request
@@ -258,13 +300,15 @@ class DecodeBatch:
             return StepEvent(seq.request_id, token, text, self._release(slot, "eot"))
         seq.output.append(token)
         seq.ids.append(token)
+        if logprob is not None and seq.logprobs is not None:
+            seq.logprobs.append(logprob)
         text = seq.stream.push([token])
         if seq.stream.stopped:
-            return StepEvent(seq.request_id, token, text, self._release(slot, "stop"))
+            return StepEvent(seq.request_id, token, text, self._release(slot, "stop"), logprob)
         if len(seq.output) >= req.max_new_tokens:
             text += seq.stream.finish()
-            return StepEvent(seq.request_id, token, text, self._release(slot, "length"))
-        return StepEvent(seq.request_id, token, text)
+            return StepEvent(seq.request_id, token, text, self._release(slot, "length"), logprob)
+        return StepEvent(seq.request_id, token, text, None, logprob)
 
     def _release(self, slot: int, reason: str) -> Completion:
         seq = self.seqs[slot]
@@ -272,7 +316,7 @@ class DecodeBatch:
         self.seqs[slot] = None
         self.active[slot] = 0
         prompt = seq.ids[: len(seq.ids) - len(seq.output)]
-        return Completion(prompt, seq.output, seq.stream.text, reason)
+        return Completion(prompt, seq.output, seq.stream.text, reason, seq.logprobs)
 
     def _slide(self, slot: int) -> None:
         """The slot's cache is full: rebuild it from its most recent tokens (policy 'slide')."""
@@ -350,8 +394,10 @@ class Engine:
         stop_token_ids: Sequence[int] = (),
         seed: int | None = None,
         overflow: str = "error",
+        logprobs: int | None = None,
     ) -> list[Completion]:
-        """Complete every prompt (batched; each stops on its own). Row i is seeded seed + i."""
+        """Complete every prompt (batched; each stops on its own). Row i is seeded seed + i.
+        ``logprobs=k`` fills each Completion's ``logprobs`` (the token's and k alternatives)."""
         if isinstance(prompts, str):
             raise TypeError("prompts must be a list of prompts; wrap a single one in [...]")
         reqs = self.requests(
@@ -361,6 +407,7 @@ class Engine:
             stop=tuple(stop),
             stop_token_ids=tuple(stop_token_ids),
             seed=seed,
+            logprobs=logprobs,
         )
         batch = self._batch_for(reqs, overflow)
         order = {rid: i for i, rid in enumerate(batch.add(reqs))}

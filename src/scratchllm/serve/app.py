@@ -17,7 +17,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
@@ -32,7 +32,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from torch import nn
 
-from scratchllm.generation import Request
+from scratchllm.generation import Request, TokenLogprob
 from scratchllm.generation.chat import PlainTemplate
 from scratchllm.serve.config import ServeConfig
 from scratchllm.serve.protocol import APIError, GenParams, Validator, parse_json
@@ -82,8 +82,15 @@ def _sse(data: Any) -> str:
 class Shaper:
     """Builds OpenAI response objects for one request (completion or chat)."""
 
-    def __init__(self, kind: str, model: str, params: GenParams) -> None:
+    def __init__(
+        self,
+        kind: str,
+        model: str,
+        params: GenParams,
+        token_bytes: Callable[[list[int]], bytes] | None = None,
+    ) -> None:
         self.kind, self.model, self.params = kind, model, params
+        self.token_bytes = token_bytes  # the tokenizer's decode_bytes, for logprobs
         self.id = ("chatcmpl-" if kind == "chat" else "cmpl-") + secrets.token_hex(12)
         self.created = int(time.time())
 
@@ -95,13 +102,47 @@ class Shaper:
         out = sum(len(c.token_ids) for c in completions if c is not None)
         return {"prompt_tokens": prompt, "completion_tokens": out, "total_tokens": prompt + out}
 
+    def logprobs(self, entries: Sequence[TokenLogprob]) -> dict[str, Any] | None:
+        """OpenAI's ``logprobs`` object for these tokens (None when the request did not ask)."""
+        if self.params.logprobs is None or self.token_bytes is None:
+            return None
+
+        def piece(token: int) -> tuple[str, list[int]]:
+            raw = self.token_bytes([token])
+            return raw.decode("utf-8", errors="replace"), list(raw)
+
+        if self.kind == "chat":
+            content = []
+            for e in entries:
+                text, raw = piece(e.token_id)
+                top = []
+                for i, lp in e.top:
+                    alt, alt_raw = piece(i)
+                    top.append({"token": alt, "logprob": lp, "bytes": alt_raw})
+                content.append(
+                    {"token": text, "logprob": e.logprob, "bytes": raw, "top_logprobs": top}
+                )
+            return {"content": content, "refusal": None}
+        tokens = [piece(e.token_id)[0] for e in entries]
+        offsets, at = [], 0
+        for text in tokens:
+            offsets.append(at)
+            at += len(text)
+        return {
+            "tokens": tokens,
+            "token_logprobs": [e.logprob for e in entries],
+            "top_logprobs": [{piece(i)[0]: lp for i, lp in e.top} for e in entries],
+            "text_offset": offsets,
+        }
+
     def full(self, texts: list[str], reasons: list[str | None], completions: list[Any]) -> dict:
+        scored = [self.logprobs((c.logprobs or []) if c is not None else []) for c in completions]
         if self.kind == "chat":
             choices = [
                 {
                     "index": i,
                     "message": {"role": "assistant", "content": t},
-                    "logprobs": None,
+                    "logprobs": scored[i],
                     "finish_reason": r,
                 }
                 for i, (t, r) in enumerate(zip(texts, reasons))
@@ -109,20 +150,29 @@ class Shaper:
             head = self._head("chat.completion")
         else:
             choices = [
-                {"index": i, "text": t, "logprobs": None, "finish_reason": r}
+                {"index": i, "text": t, "logprobs": scored[i], "finish_reason": r}
                 for i, (t, r) in enumerate(zip(texts, reasons))
             ]
             head = self._head("text_completion")
         return {**head, "choices": choices, "usage": self.usage(completions)}
 
-    def chunk(self, index: int, text: str | None, reason: str | None, *, role: bool = False):
+    def chunk(
+        self,
+        index: int,
+        text: str | None,
+        reason: str | None,
+        *,
+        role: bool = False,
+        scored: Sequence[TokenLogprob] = (),
+    ):
+        logprobs = self.logprobs(scored) if scored else None
         if self.kind == "chat":
             delta: dict[str, str] = {"role": "assistant"} if role else {}
             if text is not None:
                 delta["content"] = text
-            choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": reason}
+            choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": reason}
             return {**self._head("chat.completion.chunk"), "choices": [choice]}
-        choice = {"index": index, "text": text or "", "logprobs": None, "finish_reason": reason}
+        choice = {"index": index, "text": text or "", "logprobs": logprobs, "finish_reason": reason}
         return {**self._head("text_completion"), "choices": [choice]}
 
     def usage_chunk(self, completions: list[Any]) -> dict:
@@ -179,7 +229,17 @@ def _requests(st: ServerState, kind: str, params: GenParams) -> list[Request]:
     for prompt in params.prompts:
         for _ in range(params.n):
             seed = None if params.seed is None else (params.seed + len(out)) % (1 << 64)
-            out.append(Request(prompt, params.sampling, params.max_tokens, stop, stop_ids, seed))
+            out.append(
+                Request(
+                    prompt,
+                    params.sampling,
+                    params.max_tokens,
+                    stop,
+                    stop_ids,
+                    seed,
+                    logprobs=params.logprobs,
+                )
+            )
     return out
 
 
@@ -221,7 +281,7 @@ async def generate(request: HTTPRequest, kind: str) -> Response:
         ) from None
     except ShuttingDown as exc:
         raise _failed(str(exc)) from None
-    shaper = Shaper(kind, st.cfg.model_name, params)
+    shaper = Shaper(kind, st.cfg.model_name, params, st.tokenizer.decode_bytes)
     watcher = asyncio.ensure_future(_wait_disconnect(request))
     try:
         first = await _next_event(request, ticket, watcher)
@@ -281,18 +341,19 @@ async def _stream(
                 yield _sse(_event_error(event).body())
                 break
             text = strip[event.index](event.text)
+            scored = event.logprobs
             if event.completion is not None:
                 completions[event.index] = event.completion
                 left -= 1
-                if text:
-                    yield _sse(shaper.chunk(event.index, text, None))
+                if text or scored:
+                    yield _sse(shaper.chunk(event.index, text, None, scored=scored))
                 yield _sse(
                     shaper.chunk(
                         event.index, None if shaper.kind == "chat" else "", event.finish_reason
                     )
                 )
-            elif text:
-                yield _sse(shaper.chunk(event.index, text, None))
+            elif text or scored:
+                yield _sse(shaper.chunk(event.index, text, None, scored=scored))
             if not left:
                 if shaper.params.include_usage:
                     yield _sse(shaper.usage_chunk(completions))

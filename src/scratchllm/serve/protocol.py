@@ -16,6 +16,7 @@ from typing import Any
 
 from scratchllm.errors import ScratchLLMError
 from scratchllm.generation import SamplingConfig
+from scratchllm.generation.engine import MAX_TOP_LOGPROBS
 from scratchllm.serve.config import ServeConfig
 
 INT64 = 1 << 63
@@ -176,6 +177,7 @@ class GenParams:
     seed: int | None
     stream: bool
     include_usage: bool
+    logprobs: int | None = None  # alternatives per token to report (None: no logprobs)
 
     @property
     def choices(self) -> int:
@@ -218,7 +220,6 @@ class Validator:
         get_bool(body, "store", False)
         get_str(body, "service_tier", MAX_USER_CHARS)
         self._metadata(body.get("metadata"))
-        require_neutral(body, "logprobs", False, 0)
 
     @staticmethod
     def _metadata(value: Any) -> None:
@@ -296,7 +297,14 @@ class Validator:
             if special in text:
                 raise bad(param, f"contains the special token {special!r}", "special_token")
 
-    def _finish(self, body: dict, prompts: list[tuple[int, ...]], param: str, cap_name: str):
+    def _finish(
+        self,
+        body: dict,
+        prompts: list[tuple[int, ...]],
+        param: str,
+        cap_name: str,
+        logprobs: int | None = None,
+    ):
         cfg, ctx = self.cfg, self.context_length
         n = get_int(body, "n", 1, 1, cfg.max_choices)
         assert n is not None
@@ -336,6 +344,7 @@ class Validator:
             seed=seed,
             stream=stream,
             include_usage=include_usage,
+            logprobs=logprobs,
         )
 
     # ---------------------------------------------------------------------------- endpoints
@@ -343,6 +352,7 @@ class Validator:
     def completion(self, body: dict) -> GenParams:
         self._common(body, COMPLETION_FIELDS)
         require_neutral(body, "echo", False)
+        logprobs = get_int(body, "logprobs", None, 0, 5)  # the legacy API's range
         require_neutral(body, "best_of", 1)
         require_neutral(body, "suffix", "")
         prompt = body.get("prompt")
@@ -354,14 +364,16 @@ class Validator:
         if len(prompt) > self.cfg.max_choices:
             raise bad("prompt", f"at most {self.cfg.max_choices} prompts, got {len(prompt)}")
         if all(_token_ids(p) for p in prompt):
-            return self._finish(body, [self._ids(p) for p in prompt], "prompt", "max_tokens")
+            ids = [self._ids(p) for p in prompt]
+            return self._finish(body, ids, "prompt", "max_tokens", logprobs)
         if not all(isinstance(p, str) for p in prompt):
             raise bad("prompt", f"must be {shapes}")
         if sum(map(len, prompt)) > self.cfg.max_prompt_chars:
             raise bad("prompt", f"longer than {self.cfg.max_prompt_chars} characters")
         for p in prompt:
             self._check_text(p, "prompt")
-        return self._finish(body, [self._encode(p) for p in prompt], "prompt", "max_tokens")
+        encoded = [self._encode(p) for p in prompt]
+        return self._finish(body, encoded, "prompt", "max_tokens", logprobs)
 
     def _ids(self, ids: list[int]) -> tuple[int, ...]:
         top = (self.vocab_size or 1) - 1
@@ -380,7 +392,12 @@ class Validator:
 
     def chat(self, body: dict) -> GenParams:
         self._common(body, CHAT_FIELDS)
-        require_neutral(body, "top_logprobs", 0)
+        top = get_int(body, "top_logprobs", None, 0, MAX_TOP_LOGPROBS)
+        logprobs = None
+        if get_bool(body, "logprobs", False):
+            logprobs = top or 0
+        elif top:
+            raise bad("top_logprobs", "needs logprobs: true")
         require_neutral(body, "response_format", {"type": "text"})
         require_neutral(body, "tools", [])
         require_neutral(body, "tool_choice", "none")
@@ -399,7 +416,7 @@ class Validator:
             raise bad("messages", str(exc)) from None
         if not ids:
             raise bad("messages", "renders to an empty prompt")
-        return self._finish(body, [tuple(ids)], "messages", cap)
+        return self._finish(body, [tuple(ids)], "messages", cap, logprobs)
 
     def _messages(self, messages: Any) -> list[dict[str, str]]:
         cfg = self.cfg

@@ -23,7 +23,7 @@ from typing import Any
 
 from torch import nn
 
-from scratchllm.generation import Completion, DecodeBatch, Request
+from scratchllm.generation import Completion, DecodeBatch, Request, TokenLogprob
 
 FINISH_REASONS = {"eot": "stop", "stop": "stop", "length": "length", "timeout": "length"}
 
@@ -44,6 +44,7 @@ class Event:
     finish_reason: str | None = None  # OpenAI's: "stop" | "length" (with completion)
     error: str | None = None  # the choice failed (queue timeout, shutdown, internal error)
     unavailable: bool = False  # the error is the server's state (timeout, shutdown): retry later
+    logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens behind this event, when requested
 
 
 @dataclass
@@ -216,11 +217,14 @@ class Scheduler:
             job = self._active.get(ev.request_id)
             if job is None:
                 continue
+            scored = (ev.logprob,) if ev.logprob is not None else ()
             if ev.completion is not None:
                 del self._active[ev.request_id]
-                self._finish(job, ev.completion, ev.completion.finish_reason, ev.text)
-            elif ev.text:
-                job.ticket.emit(Event(job.index, ev.text))
+                self._finish(
+                    job, ev.completion, ev.completion.finish_reason, ev.text, scored=scored
+                )
+            elif ev.text or scored:
+                job.ticket.emit(Event(job.index, ev.text, logprobs=scored))
 
     def _finish(
         self,
@@ -230,10 +234,11 @@ class Scheduler:
         text: str = "",
         error: str | None = None,
         unavailable: bool = False,
+        scored: tuple[TokenLogprob, ...] = (),
     ) -> None:
         job.done = True
         reason = FINISH_REASONS.get(reason or "", None)
-        job.ticket.emit(Event(job.index, text, completion, reason, error, unavailable))
+        job.ticket.emit(Event(job.index, text, completion, reason, error, unavailable, scored))
 
     def _fail_all(self, message: str, *, waiting: bool = True, unavailable: bool = False) -> None:
         for rid, job in list(self._active.items()):
