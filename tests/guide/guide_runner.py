@@ -36,6 +36,39 @@ def code_blocks(page: Path) -> list[str]:
     return [m.group("code") for m in BLOCK.finditer(page.read_text(encoding="utf-8"))]
 
 
+def printed_blocks(page: Path) -> list[str | None]:
+    """The ```text block after each python block (None where a block prints nothing)."""
+    return [m.group("out") for m in BLOCK.finditer(page.read_text(encoding="utf-8"))]
+
+
+NUMBER = re.compile(r"[-+]?(?:\d[\d,]*\.?\d*|\.\d+)(?:e[-+]?\d+)?")
+QUOTED = re.compile(r"'(?:[^'\\\n]|\\.)*'|\"(?:[^\"\\\n]|\\.)*\"")
+
+
+def _shape(text: str) -> tuple[str, list[float]]:
+    """Text with quoted strings (sampled text) and numbers masked, and the numbers."""
+    text = QUOTED.sub("'…'", text)
+    numbers = [float(n.replace(",", "")) for n in NUMBER.findall(text)]
+    return NUMBER.sub("#", text), numbers
+
+
+def output_drift(expected: str, got: str, rel: float = 0.15, abs_: float = 0.05) -> str | None:
+    """Why ``got`` does not match a page's printed ``expected`` (None: it does).
+
+    Printed numbers may differ a little between CPUs and thread counts, and sampled text may
+    differ, so numbers are compared with a tolerance and quoted strings not at all; everything
+    else (labels, file names, the number of lines) must be the same.
+    """
+    shape_e, nums_e = _shape(expected)
+    shape_g, nums_g = _shape(got)
+    if shape_e != shape_g:
+        return f"the printed text differs:\n--- page\n{expected}--- now\n{got}"
+    for e, g in zip(nums_e, nums_g):
+        if abs(e - g) > max(abs_, rel * abs(e)):
+            return f"printed {g} where the page says {e}:\n--- page\n{expected}--- now\n{got}"
+    return None
+
+
 def run_page(page: Path, workdir: Path) -> list[str]:
     """Execute the page's blocks in order in ``workdir``; returns what each block printed."""
     namespace: dict = {"__name__": "__guide__"}

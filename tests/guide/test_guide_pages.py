@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from guide_runner import GUIDE, code_blocks, pages, run_page  # noqa: E402
+from guide_runner import (  # noqa: E402
+    GUIDE,
+    code_blocks,
+    output_drift,
+    pages,
+    printed_blocks,
+    run_page,
+)
 
 PICTURE = re.compile(r"!\[[^\]]*\]\((img/[^)]+\.png)\)")
 MAX_PICTURE_BYTES = 200_000
@@ -18,8 +25,14 @@ MAX_PICTURE_BYTES = 200_000
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory) -> Path:
-    """One directory for the whole guide, so later pages reuse the run page 6 trains."""
-    return tmp_path_factory.mktemp("guide")
+    """One directory for the whole guide, so later pages reuse the run page 6 trains; beside it
+    ../shared, as in the repository, when the shared data is there."""
+    root = tmp_path_factory.mktemp("guide")
+    shared = Path(__file__).resolve().parents[2].parent / "shared"
+    if shared.is_dir():
+        (root / "shared").symlink_to(shared)
+    (root / "work").mkdir()
+    return root / "work"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -45,7 +58,16 @@ def test_the_guide_has_pages_and_an_index():
 def test_page_runs(page, workdir):
     assert code_blocks(page), f"{page.name} has no python block"
     docs_before = {p: p.stat().st_mtime_ns for p in (GUIDE / "img").glob("*.png")}
-    run_page(page, workdir)
+    outputs = run_page(page, workdir)
+    # what the page shows each block printing is what it prints (numbers within a tolerance)
+    for i, (shown, printed) in enumerate(zip(printed_blocks(page), outputs)):
+        if shown is None:
+            assert not printed.strip(), f"{page.name} block {i} prints but shows no output"
+            continue
+        if "skipping this part" in printed:  # no ../shared/data here: nothing to compare
+            continue
+        problem = output_drift(shown, printed)
+        assert problem is None, f"{page.name} block {i}: {problem}"
     docs_after = {p: p.stat().st_mtime_ns for p in (GUIDE / "img").glob("*.png")}
     assert docs_before == docs_after, "a page wrote into docs/guide/img"
     for ref in PICTURE.findall(page.read_text(encoding="utf-8")):
