@@ -228,3 +228,20 @@ class _Fixed:
 
     def parse_args(self, argv):
         return self.args
+
+
+def test_the_follow_up_command_is_one_that_runs(monkeypatch, tmp_path):
+    from scratchllm.cli.common import command_name
+
+    script = tmp_path / ".venv" / "bin" / "scratchllm"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.setattr("sys.argv", [str(script)])
+    assert command_name() == ".venv/bin/scratchllm"
+    monkeypatch.setattr("sys.argv", ["-c"])
+    assert command_name() == "python -m scratchllm"
+    monkeypatch.setenv("PATH", str(script.parent))
+    script.chmod(0o755)
+    assert command_name() == "scratchllm"

@@ -267,3 +267,22 @@ def test_training_samples_never_show_special_tokens_other_than_end_of_text():
         texts.append(sampler(tok, "abcd", 60, seed=seed)(GPTModel(cfg).eval()))
     assert sum(map(len, texts)) > 200
     assert not [t for t in texts if any(s in t for s in ("[PAD]", "[BOS]", "[UNK]"))]
+
+
+def test_a_time_budget_fits_the_schedule_to_the_steps_that_fit(tmp_path):
+    import time
+
+    from scratchllm.train.optim import lr_at
+
+    def slow(model, batch):
+        time.sleep(0.02)
+        return next_token_loss(model, batch)
+
+    trainer = _trainer(tmp_path, steps=1000, max_seconds=1.5, warmup_steps=50, eval_interval=500)
+    trainer.loss_fn = slow
+    result = trainer.fit()
+    cfg = trainer.cfg
+    assert 10 <= cfg.max_steps < 100 and result.step == cfg.max_steps
+    assert result.stopped == "max_steps"  # the fitted schedule ended, not the clock
+    assert cfg.warmup_steps <= max(cfg.max_steps // 10, 10)
+    assert lr_at(cfg.max_steps - 1, cfg) < 0.2 * cfg.lr  # decayed to near the floor

@@ -108,8 +108,24 @@ def print_report(report: PretrainReport) -> None:
         f"trained {r.step} steps on {r.tokens:,} tokens in {r.seconds:.0f} s "
         f"({r.tokens / max(r.seconds, 1e-9):,.0f} tokens/s; stopped: {r.stopped})"
     )
-    print(f"validation loss:             {report.val_loss:.3f} nats/token")
-    print(f"unigram baseline (same ids): {report.unigram_loss:.3f} nats/token")
-    print(f"margin:                      {report.unigram_loss - report.val_loss:.3f} nats/token")
+    # the whole validation split (the progress bar's `val` used eval_batches batches of it)
+    print(f"validation loss, whole split: {report.val_loss:.3f} nats/token")
+    print(f"unigram baseline (same ids):  {report.unigram_loss:.3f} nats/token")
+    print(f"margin:                       {report.unigram_loss - report.val_loss:.3f} nats/token")
     print(f"run saved to {report.run_dir}/ (weights, tokenizer, config, metrics.jsonl, loss.png)")
-    print(f'continue with: scratchllm generate --run {report.run_dir} --prompt "The "')
+    print(f'continue with: {command_name()} generate --run {report.run_dir} --prompt "The "')
+
+
+def command_name() -> str:
+    """How to call this CLI again: ``scratchllm`` when that is on PATH, else the path it was
+    started by (``.venv/bin/scratchllm`` after ``make demo``), else ``python -m scratchllm``."""
+    import os
+    import shutil
+    import sys
+
+    if shutil.which("scratchllm"):
+        return "scratchllm"
+    started = sys.argv[0] if sys.argv else ""
+    if os.path.basename(started) == "scratchllm" and os.path.isfile(started):
+        return os.path.relpath(started)
+    return "python -m scratchllm"

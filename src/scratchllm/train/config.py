@@ -18,7 +18,9 @@ RESUME_KEYS = ("batch_size", "grad_accum", "seed")
 class TrainConfig:
     # --- length of the run -------------------------------------------------------------------
     max_steps: int = 1000  # optimizer steps (each may accumulate several micro-batches)
-    max_seconds: float | None = None  # stop early after this wall time (the schedule still decays)
+    # a wall-time budget: after 10 steps the run measures its speed and, when max_steps would not
+    # fit, shortens the schedule to the steps that do (so it still decays); it also stops there
+    max_seconds: float | None = None
     # --- batches -------------------------------------------------------------------------------
     batch_size: int = 16  # sequences per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step

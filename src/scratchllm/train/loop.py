@@ -42,6 +42,9 @@ from scratchllm.train.metrics import MetricsLog, flops_per_token, peak_tflops
 from scratchllm.train.optim import build_optimizer, lr_at
 
 LossFn = Callable[[nn.Module, Any], tuple[torch.Tensor, int]]
+# With max_seconds, the speed of this many steps decides how many fit: when fewer than max_steps
+# do, the schedule (warm-up, then cosine decay) is fitted to end within the budget.
+BUDGET_PROBE_STEPS = 10
 
 
 def computes_own_loss(model: nn.Module) -> bool:
@@ -466,11 +469,26 @@ class Trainer:
             unit="step",
             dynamic_ncols=True,
         )
+        first_step, fitted = self.step, not cfg.max_seconds
+        postfix: dict[str, str] = {} if val is None else {"val": f"{val:.3f}"}
         with _StopFlag() as stop:
             while self.step < last_step:
                 tokens_before = self.tokens
                 loss = self.train_step(batches)
                 bar.update(1)
+                if not fitted and self.step - first_step == BUDGET_PROBE_STEPS:
+                    fitted = True
+                    elapsed = time.perf_counter() - start_time
+                    steps = self._steps_within(cfg.max_seconds, elapsed / BUDGET_PROBE_STEPS)
+                    if steps < cfg.max_steps:
+                        cfg.max_steps = last_step = max(steps, self.step)
+                        # a warm-up of at most a tenth of the (new) run, so that it decays
+                        cfg.warmup_steps = min(cfg.warmup_steps, max(steps // 10, self.step))
+                        bar.total = cfg.max_steps
+                        bar.write(
+                            f"time budget: about {cfg.max_steps} steps fit in max_seconds="
+                            f"{cfg.max_seconds:g}; the learning-rate schedule now ends there"
+                        )
                 if loss is None:
                     if self.bad_steps >= cfg.max_bad_steps:
                         stopped = "non_finite"
@@ -497,15 +515,11 @@ class Trainer:
                     if peak and fpt:
                         record["mfu"] = record["tokens_per_s"] * fpt / (peak * 1e12)
                     self.metrics.write(record)
-                    postfix = {
-                        "loss": f"{record['loss']:.3f}",
-                        "lr": f"{record['lr']:.1e}",
-                        "tok/s": f"{record['tokens_per_s']:.0f}",
-                    }
+                    postfix["loss"] = f"{record['loss']:.3f}"
+                    postfix["lr"] = f"{record['lr']:.1e}"
+                    postfix["tok/s"] = f"{record['tokens_per_s']:.0f}"
                     if "mfu" in record:
                         postfix["mfu"] = f"{100 * record['mfu']:.0f}%"
-                    if val is not None:
-                        postfix["val"] = f"{val:.3f}"
                     bar.set_postfix(postfix, refresh=False)
                     self._window_losses, window_tokens = [], 0
                     window_start = time.perf_counter()
@@ -513,6 +527,9 @@ class Trainer:
                 paused_at = time.perf_counter()  # evaluation and saving do not count as training
                 if self.step % cfg.eval_interval == 0 or self.step == cfg.max_steps or over_time:
                     val = self._evaluate()
+                    if val is not None:  # shown from now on (the bar showed the previous one)
+                        postfix["val"] = f"{val:.3f}"
+                        bar.set_postfix(postfix, refresh=False)
                 if cfg.save_interval and self.step % cfg.save_interval == 0:
                     self.save()
                 window_start += time.perf_counter() - paused_at
@@ -548,6 +565,14 @@ class Trainer:
             stopped=stopped,
             history=list(self.metrics.records),
         )
+
+    def _steps_within(self, seconds: float, step_seconds: float) -> int:
+        """Optimizer steps that fit in ``seconds`` at ``step_seconds`` each, leaving room for the
+        evaluations (each ``eval_batches`` forward passes, about a third of a step each) and a
+        tenth of the budget to spare."""
+        cfg = self.cfg
+        eval_share = cfg.eval_batches / (3 * cfg.eval_interval) if self.val_batches else 0.0
+        return int(0.9 * seconds / (step_seconds * (1 + eval_share)))
 
     def _flops_per_token(self) -> float | None:
         config = getattr(self.model, "cfg", None)
