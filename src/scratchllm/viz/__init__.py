@@ -3,6 +3,7 @@
 Every function writes a PNG and returns its path; matplotlib runs headless (Agg).
 """
 
+from scratchllm.viz._figure import token_label
 from scratchllm.viz.attention import (
     attention_weights,
     attention_weights_of,
@@ -26,4 +27,5 @@ __all__ = [
     "plot_tokens",
     "plot_training",
     "run_metrics",
+    "token_label",
 ]
