@@ -14,7 +14,8 @@ from pathlib import Path
 from scratchllm.cli.argtypes import non_negative_int, positive_int
 from scratchllm.model import PRESETS
 
-# Learning rates: the book's for a pretrained base; a fresh small model needs a larger step.
+# Learning rates: Raschka's book's ("Build a Large Language Model (From Scratch)", chapter 6) for a
+# pretrained base; a fresh small model needs a larger step.
 BASE_LR = 5e-5
 FROM_SCRATCH_LR = 1e-3
 
@@ -134,7 +135,8 @@ def register_classify(sub: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--lr",
         type=float,
-        help="peak learning rate (default 5e-5 with --base, as in the book; 1e-3 from scratch)",
+        help="peak learning rate (default 5e-5 with --base, as in Raschka's 'Build a Large Language "
+        "Model (From Scratch)'; 1e-3 from scratch)",
     )
     t.add_argument("--warmup-steps", type=non_negative_int, default=0)
     t.add_argument("--weight-decay", type=float, default=0.1)

@@ -189,7 +189,6 @@ def run_instruct(args: argparse.Namespace) -> int:
         f"trained {r.step} steps in {r.seconds:.0f} s (stopped: {r.stopped}); "
         f"validation loss {'n/a' if r.val_loss is None else f'{r.val_loss:.4f}'}"
     )
-    print(f"examples: {split_counts(report.sizes)}; {report.skips.summary()}")
     print(
         f"held-out responses: {len(report.responses)} in {report.run_dir}/responses.jsonl; "
         f"{100 * report.stop_rate:.0f}% stopped at the end token, "

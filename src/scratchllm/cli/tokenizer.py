@@ -122,7 +122,11 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         tok = WordTokenizer.train(texts, mode=args.kind, max_vocab=args.vocab_size)
     path = tok.save(args.out)
-    print(f"saved {path}: {json.dumps(describe(tok), ensure_ascii=False)}")
+    info = describe(tok)
+    specials = ", ".join(f"{k} ({v})" for k, v in info["special_tokens"].items()) or "none"
+    print(
+        f"saved {path}: {info['type']}, vocab_size {info['vocab_size']:,}; special tokens: {specials}"
+    )
     return 0
 
 
