@@ -109,9 +109,9 @@ def print_report(report: PretrainReport) -> None:
         f"({r.tokens / max(r.seconds, 1e-9):,.0f} tokens/s; stopped: {r.stopped})"
     )
     # the whole validation split (the progress bar's `val` used eval_batches batches of it)
-    print(f"validation loss, whole split: {report.val_loss:.3f} nats/token")
-    print(f"unigram baseline (same ids):  {report.unigram_loss:.3f} nats/token")
-    print(f"margin:                       {report.unigram_loss - report.val_loss:.3f} nats/token")
+    print(f"validation loss:             {report.val_loss:.3f} nats/token (whole split)")
+    print(f"unigram baseline (same ids): {report.unigram_loss:.3f} nats/token")
+    print(f"margin:                      {report.unigram_loss - report.val_loss:.3f} nats/token")
     print(f"run saved to {report.run_dir}/ (weights, tokenizer, config, metrics.jsonl, loss.png)")
     print(f'continue with: {command_name()} generate --run {report.run_dir} --prompt "The "')
 
