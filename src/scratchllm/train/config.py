@@ -18,7 +18,7 @@ RESUME_KEYS = ("batch_size", "grad_accum", "seed")
 class TrainConfig:
     # --- length of the run -------------------------------------------------------------------
     max_steps: int = 1000  # optimizer steps (each may accumulate several micro-batches)
-    # a wall-time budget: after 10 steps the run measures its speed and, when max_steps would not
+    # a wall-time budget: the run times steps 4-13 and, when max_steps would not
     # fit, shortens the schedule to the steps that do (so it still decays); it also stops there
     max_seconds: float | None = None
     # --- batches -------------------------------------------------------------------------------

@@ -42,8 +42,10 @@ from scratchllm.train.metrics import MetricsLog, flops_per_token, peak_tflops
 from scratchllm.train.optim import build_optimizer, lr_at
 
 LossFn = Callable[[nn.Module, Any], tuple[torch.Tensor, int]]
-# With max_seconds, the speed of this many steps decides how many fit: when fewer than max_steps
-# do, the schedule (warm-up, then cosine decay) is fitted to end within the budget.
+# With max_seconds, the speed of BUDGET_PROBE_STEPS steps (after BUDGET_SKIP_STEPS, which pay
+# one-time costs) decides how many fit: when fewer than max_steps do, the schedule (warm-up,
+# then cosine decay) is fitted to end within the budget.
+BUDGET_SKIP_STEPS = 3
 BUDGET_PROBE_STEPS = 10
 
 
@@ -469,17 +471,21 @@ class Trainer:
             unit="step",
             dynamic_ncols=True,
         )
-        first_step, fitted = self.step, not cfg.max_seconds
+        first_step, fitted, probe_start = self.step, not cfg.max_seconds, 0.0
         postfix: dict[str, str] = {} if val is None else {"val": f"{val:.3f}"}
         with _StopFlag() as stop:
             while self.step < last_step:
                 tokens_before = self.tokens
                 loss = self.train_step(batches)
                 bar.update(1)
-                if not fitted and self.step - first_step == BUDGET_PROBE_STEPS:
+                if not fitted and self.step - first_step == BUDGET_SKIP_STEPS:
+                    probe_start = time.perf_counter()
+                if not fitted and self.step - first_step == BUDGET_SKIP_STEPS + BUDGET_PROBE_STEPS:
                     fitted = True
-                    elapsed = time.perf_counter() - start_time
-                    steps = self._steps_within(cfg.max_seconds, elapsed / BUDGET_PROBE_STEPS)
+                    now = time.perf_counter()
+                    per_step = (now - probe_start) / BUDGET_PROBE_STEPS
+                    left = cfg.max_seconds - (now - start_time)
+                    steps = self.step + self._steps_within(left, per_step)
                     if steps < cfg.max_steps:
                         cfg.max_steps = last_step = max(steps, self.step)
                         # a warm-up of at most a tenth of the (new) run, so that it decays
