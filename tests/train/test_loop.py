@@ -275,10 +275,10 @@ def test_a_time_budget_fits_the_schedule_to_the_steps_that_fit(tmp_path):
     from scratchllm.train.optim import lr_at
 
     def slow(model, batch):
-        time.sleep(0.02)
+        time.sleep(0.05)
         return next_token_loss(model, batch)
 
-    trainer = _trainer(tmp_path, steps=1000, max_seconds=1.5, warmup_steps=50, eval_interval=500)
+    trainer = _trainer(tmp_path, steps=1000, max_seconds=4.0, warmup_steps=50, eval_interval=500)
     trainer.loss_fn = slow
     result = trainer.fit()
     cfg = trainer.cfg
