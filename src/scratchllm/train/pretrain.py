@@ -152,6 +152,7 @@ def pretrain(
         sample=sampler(tokenizer, prompts[0] if prompts else "", sample_tokens, train_cfg.seed),
     )
     result = trainer.fit()
+    atomic_write_json(run_dir / "train_config.json", train_cfg.to_dict())  # a fitted time budget
     model = trainer.model.eval()
     save_run(run_dir, model, model_cfg, tokenizer)
 
