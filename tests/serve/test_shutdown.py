@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -11,6 +12,23 @@ import time
 
 import httpx
 from serve_helpers import MODEL, make_run
+
+
+@contextlib.contextmanager
+def serve_process(run, port: int):
+    """`scratchllm serve` as a child process (output on its stdout pipe), killed if still alive."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scratchllm", "serve", "--run", str(run), "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def free_port() -> int:
@@ -29,13 +47,7 @@ def test_help():
 def test_sigterm_drains_and_exits_zero(tmp_path):
     run = make_run(tmp_path / MODEL, context_length=1024)
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "scratchllm", "serve", "--run", str(run), "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
+    with serve_process(run, port) as proc:
         url = f"http://127.0.0.1:{port}"
         end = time.monotonic() + 60
         while True:
@@ -54,21 +66,11 @@ def test_sigterm_drains_and_exits_zero(tmp_path):
                 lines.append(line)
         assert [x for x in lines if x][-1] == "data: [DONE]"  # the stream was finished
         assert proc.wait(timeout=60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_port_zero_prints_the_bound_port(tmp_path):
     run = make_run(tmp_path / MODEL)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "scratchllm", "serve", "--run", str(run), "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
+    with serve_process(run, 0) as proc:
         line = proc.stdout.readline()  # printed once listening
         assert line.startswith(f"serving '{MODEL}' at http://127.0.0.1:"), line
         port = int(line.split("127.0.0.1:")[1].split("/")[0])
@@ -76,10 +78,6 @@ def test_port_zero_prints_the_bound_port(tmp_path):
         assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
         proc.terminate()
         assert proc.wait(timeout=60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_port_in_use_is_one_line_error(tmp_path):
