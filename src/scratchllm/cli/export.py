@@ -24,8 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from scratchllm.cli.common import note_adapter_run
     from scratchllm.interop.runs import export_run
 
+    note_adapter_run(args.run)  # exported merged: the base's weights with the adapter folded in
     files = export_run(args.run, args.to)
     print(f"exported {args.run} to {args.to}/: {', '.join(f.name for f in files)}")
     return 0

@@ -53,22 +53,14 @@ def load_engine(args: argparse.Namespace):
     """(Engine, Run) for ``--run`` on ``--device`` in ``--dtype``."""
     import torch
 
-    from scratchllm.finetune.lora import is_adapter_run, load_adapter_run
+    from scratchllm.cli.common import note_adapter_run
     from scratchllm.generation import Engine
     from scratchllm.train.checkpoint import load_run
     from scratchllm.train.loop import resolve_device
 
     device = resolve_device(args.device)
-    if is_adapter_run(args.run):  # `finetune ... --lora-r` output not yet merged
-        loaded = load_adapter_run(args.run, device)
-        print(
-            f"note: {args.run} is an unmerged LoRA adapter, applied in memory to its base run "
-            f"{loaded.config['adapter']['base_run']} (`scratchllm lora merge --run {args.run}` "
-            "makes a standalone run)",
-            file=sys.stderr,
-        )
-    else:
-        loaded = load_run(args.run, device)
+    note_adapter_run(args.run)
+    loaded = load_run(args.run, device)  # an unmerged LoRA run: its base with the adapter merged
     if loaded.tokenizer is None:
         from scratchllm.errors import CheckpointError
 

@@ -81,9 +81,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load(run_dir: str) -> tuple[Any, Any]:
+    from scratchllm.cli.common import note_adapter_run
     from scratchllm.errors import CheckpointError
     from scratchllm.train.checkpoint import load_run
 
+    note_adapter_run(run_dir)
     run = load_run(run_dir)
     if run.tokenizer is None:
         raise CheckpointError(f"{run_dir}: the run has no tokenizer.json to encode text with")

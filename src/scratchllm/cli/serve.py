@@ -54,6 +54,7 @@ def _api_key(args: argparse.Namespace) -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from scratchllm.cli.common import note_adapter_run
     from scratchllm.serve.config import ServeConfig
     from scratchllm.serve.server import app_for_run, display_address, listen_socket, run_server
 
@@ -73,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     )
     sock = listen_socket(cfg)  # before loading: a port in use is an error at once
     try:
+        note_adapter_run(args.run)
         app = app_for_run(args.run, cfg, device=args.device, dtype=args.dtype)
         where = f"http://{display_address(cfg.host, sock.getsockname()[1])}/"
 

@@ -98,6 +98,8 @@ def write_run(
 def load_any_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     """`load_run` for decoder runs; encoder runs (architecture "EncoderModel") built here."""
     run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).exists():  # load_run's errors, or an unmerged LoRA run
+        return load_run(run_dir, device)
     record = read_json(run_dir / CONFIG_FILE)
     if not isinstance(record, dict) or record.get("architecture") != "EncoderModel":
         return load_run(run_dir, device)

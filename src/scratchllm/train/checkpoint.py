@@ -387,8 +387,12 @@ def read_run_record(run_dir: str | Path) -> dict[str, Any]:
     return record
 
 
+_ADAPTERS_LOADING: set[Path] = set()  # adapter runs being loaded: a base chain must not loop
+
+
 def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
-    """Load a run directory written by :func:`save_run` (or by training)."""
+    """Load a run directory written by :func:`save_run` (or by training), or an unmerged LoRA
+    adapter run (``adapter.json``, no ``config.json``) applied to its base run in memory."""
     from scratchllm.model import EncoderModel, GPTModel, ModelConfig
     from scratchllm.tokenizer import load_tokenizer
 
@@ -396,10 +400,18 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu") -> Run:
     if not run_dir.is_dir():
         raise CheckpointError(f"{run_dir}: run directory not found")
     if (run_dir / "adapter.json").exists() and not (run_dir / CONFIG_FILE).exists():
-        raise CheckpointError(
-            f"{run_dir} is a LoRA adapter run (adapter.json, no config.json): merge it into its "
-            f"base first with `scratchllm lora merge --run {run_dir}`"
-        )
+        # `finetune ... --lora-r` output not yet merged: its base run with the adapter merged in
+        # memory (nothing written); `scratchllm lora merge` makes it a standalone run
+        from scratchllm.finetune.lora import load_adapter_run
+
+        key = run_dir.resolve()
+        if key in _ADAPTERS_LOADING:
+            raise CheckpointError(f"{run_dir / 'adapter.json'}: its base run chain loops back here")
+        _ADAPTERS_LOADING.add(key)
+        try:
+            return load_adapter_run(run_dir, device)
+        finally:
+            _ADAPTERS_LOADING.discard(key)
     record = read_run_record(run_dir)
     architecture = record.get("architecture", "GPTModel")
     builders = {"GPTModel": GPTModel, "EncoderModel": EncoderModel}
