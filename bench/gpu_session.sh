@@ -28,14 +28,14 @@ part() {  # part NAME SECONDS CMD...: run with a limit, log to OUTDIR/NAME.txt
 }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
 $py -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
-part check 80 $py bench/gpu_check.py
-part train 240 $py bench/gpu_train.py --peak --reps 5 --contenders transformers,ours,minimal,ours-cudnn,ours-graphs
+part check 70 $py bench/gpu_check.py
+part train 290 $py bench/gpu_train.py --peak --reps 3 --contenders transformers,ours,minimal,ours-cudnn,ours-graphs,ours-cudnn-graphs --profile ours
 if [ -n "$data" ]; then
   part shakespeare 60 $py -m scratchllm pretrain --config examples/shakespeare-char.toml \
     --data "$data/tinyshakespeare.txt" --out /tmp/run-shakespeare --no-progress
   summary /tmp/run-shakespeare
 fi
-part generate 130 $py bench/gpu_generate.py --reps 3 --profile
+part generate 120 $py bench/gpu_generate.py --reps 3 --profile
 if [ -n "$data" ]; then
   part verdict 45 $py -m scratchllm pretrain --config examples/verdict-gpt2-small.toml \
     --data "$data/the-verdict.txt" --set data.tokenizer="\"$data\"" --out /tmp/run-verdict \

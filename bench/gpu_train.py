@@ -9,11 +9,14 @@ it is tested everywhere:
     python bench/gpu_train.py --tiny     # tiny anywhere
     python bench/gpu_train.py --peak     # also measure the bf16 matmul peak, MFU against both
 
-Contenders (--contenders, comma list): transformers, ours, minimal (bench/train.py's hand-written
-GPT-2), ours-unpadded (ours with the head's matmul on the odd 50,257 rows, GPTModel.pad_head off),
-ours-cudnn (ours with cuDNN's SDPA attention kernel, chosen inside the compiled forward so that it
-is its own graph), ours-autotune (ours compiled with mode="max-autotune-no-cudagraphs": minutes of
-compiling), ours-graphs (mode="reduce-overhead": CUDA graphs). The loss is compiled with each model.
+Contenders (--contenders, comma list): transformers, minimal (bench/train.py's hand-written
+GPT-2), and ours, optionally with options joined by "-", e.g. ours-cudnn-graphs:
+  unpadded  the head's matmul on the odd 50,257 rows (GPTModel.pad_head off)
+  cudnn     cuDNN's SDPA attention kernel, chosen inside the compiled forward (its own graph)
+  autotune  torch.compile mode="max-autotune-no-cudagraphs" (minutes of compiling)
+  graphs    mode="reduce-overhead" (CUDA graphs); with autotune, mode="max-autotune"
+The loss is compiled with each model. --profile NAME prints the profiler's table of NAME's steps
+(most device time first), to see where a step's time goes.
 """
 
 from __future__ import annotations
@@ -75,9 +78,24 @@ def make_step(model, logits_of, device, amp_dtype, compile_):
     return step
 
 
-def unpadded(model: GPTModel) -> GPTModel:
-    model.pad_head = False
-    return model
+OPTIONS = ("unpadded", "cudnn", "autotune", "graphs")
+
+
+def parse_contender(name: str) -> tuple[str, frozenset[str]] | None:
+    """ "ours-cudnn-graphs" -> ("ours", {"cudnn", "graphs"}); None for an unknown name."""
+    base, *options = name.split("-")
+    if base in ("transformers", "minimal"):
+        return (base, frozenset()) if not options else None
+    if base != "ours" or not set(options) <= set(OPTIONS) or len(set(options)) < len(options):
+        return None
+    return base, frozenset(options)
+
+
+def compile_mode(options: frozenset[str]) -> str | None:
+    """torch.compile's mode for a contender's options (None: the default mode)."""
+    if "autotune" in options:
+        return "max-autotune" if "graphs" in options else "max-autotune-no-cudagraphs"
+    return "reduce-overhead" if "graphs" in options else None
 
 
 def matmul_peak(device, n: int = 8192, reps: int = 10) -> float:
@@ -118,6 +136,7 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--peak", action="store_true", help="measure the bf16 matmul peak (CUDA)")
     parser.add_argument("--contenders", default="transformers,ours", help="comma list (see top)")
+    parser.add_argument("--profile", metavar="NAME", help="profile this contender's steps")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     preset = "gpt2-small"
@@ -132,24 +151,28 @@ def main() -> None:
     compile_ = (lambda m: m) if args.no_compile else torch.compile
     makers = {
         "transformers": lambda: (build_hf(cfg), lambda m, x: m(input_ids=x).logits),
-        "ours": lambda: (ours, lambda m, x: m(x)),
         "minimal": lambda: (MinimalGPT2(cfg), lambda m, x: m(x)),
-        "ours-unpadded": lambda: (unpadded(GPTModel(cfg)), lambda m, x: m(x)),
-        "ours-cudnn": lambda: (CudnnAttention(GPTModel(cfg)), lambda m, x: m(x)),
-        "ours-autotune": lambda: (GPTModel(cfg), lambda m, x: m(x)),
-        "ours-graphs": lambda: (GPTModel(cfg), lambda m, x: m(x)),
+        "ours": lambda: (ours, lambda m, x: m(x)),
     }
-    modes = {"ours-autotune": "max-autotune-no-cudagraphs", "ours-graphs": "reduce-overhead"}
     names = [n.strip() for n in args.contenders.split(",")]
-    unknown = sorted(set(names) - set(makers))
-    if unknown or "transformers" not in names:
-        parser.error(f"--contenders: unknown {unknown} (transformers must be one of them)")
+    contenders = {name: parse_contender(name) for name in names}
+    bad = sorted(n for n, c in contenders.items() if c is None)
+    if bad or "transformers" not in names:
+        parser.error(f"--contenders: unknown {bad} (transformers must be one of them; see --help)")
+    if args.profile and args.profile not in names:
+        parser.error(f"--profile {args.profile}: not one of --contenders {names}")
     steps = {}
-    for name in names:
-        model, logits_of = makers[name]()
+    for name, (base, options) in contenders.items():  # type: ignore[misc]
+        model, logits_of = makers[base]()
+        if options:  # a model of its own, so that its compiled graph is its own too
+            model = GPTModel(cfg)
+            model.pad_head = "unpadded" not in options
+            if "cudnn" in options:
+                model = CudnnAttention(model)
         compiler = compile_
-        if name in modes and not args.no_compile:
-            compiler = functools.partial(torch.compile, mode=modes[name])
+        mode = compile_mode(options)
+        if mode and not args.no_compile:
+            compiler = functools.partial(torch.compile, mode=mode)
         steps[name] = make_step(model.to(device), logits_of, device, amp_dtype, compiler)
     x = torch.randint(0, cfg.vocab_size, (args.batch, args.context), device=device)
     y = torch.randint(0, cfg.vocab_size, (args.batch, args.context), device=device)
@@ -164,6 +187,11 @@ def main() -> None:
     for _ in range(args.reps):
         for name, step in steps.items():
             times[name].append(timed(step, x, y, args.steps, device))
+    if args.profile:
+        from gpu_generate import profile
+
+        print(f"profile of {args.profile}: {args.steps} steps")
+        profile(lambda: timed(steps[args.profile], x, y, args.steps, device), device)
     tokens = args.batch * args.context
     n_params = sum(p.numel() for p in ours.parameters())
     fpt = flops_per_token(n_params, cfg.n_layer, cfg.n_embd, cfg.context_length)
@@ -179,14 +207,15 @@ def main() -> None:
     def mfu(rate: float, peak_tflops: float | None) -> str:
         return f"{100 * rate * fpt / (peak_tflops * 1e12):5.1f}%" if peak_tflops else "n/a"
 
-    head = f"| {'model':<14} | {'tokens/s':>11} | {'MFU':>6} | {'MFU meas.':>9} | {'ratio':>6} |"
+    w = max(14, *(len(n) for n in times))
+    head = f"| {'model':<{w}} | {'tokens/s':>11} | {'MFU':>6} | {'MFU meas.':>9} | {'ratio':>6} |"
     print(head)
-    print(f"|{'-' * 16}|{'-' * 13}|{'-' * 8}|{'-' * 11}|{'-' * 8}|")
+    print(f"|{'-' * (w + 2)}|{'-' * 13}|{'-' * 8}|{'-' * 11}|{'-' * 8}|")
     for label, ts in times.items():
         rate = tokens / statistics.median(ts)
         reps = ", ".join(f"{tokens / t:,.0f}" for t in ts)
         print(
-            f"| {label:<14} | {rate:>11,.0f} | {mfu(rate, peak):>6} | "
+            f"| {label:<{w}} | {rate:>11,.0f} | {mfu(rate, peak):>6} | "
             f"{mfu(rate, peak_measured):>9} | {rate / base:>5.2f}x |  reps: {reps}"
         )
     print(f"MFU: 6N + 12LTC = {fpt / 1e6:.0f} MFLOP per token (N = {n_params:,}); against the")
