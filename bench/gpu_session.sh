@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every GPU check and timing of a lent-GPU session in one call (device time is short):
 #   bash bench/gpu_session.sh OUTDIR [DATADIR]
-# DATADIR holds tinyshakespeare.txt, the-verdict.txt, encoder.json and vocab.bpe (a copy of
-# ../shared/data); the two training runs are skipped without it. Each part has its own time limit.
+# DATADIR holds tinyshakespeare.txt (a copy of ../shared/data's); the pretrain run is skipped
+# without it. Each part has its own time limit (together under 600 s, one device call).
 set -u
 out=${1:?usage: gpu_session.sh OUTDIR [DATADIR]}
 data=${2:-}
@@ -28,17 +28,11 @@ part() {  # part NAME SECONDS CMD...: run with a limit, log to OUTDIR/NAME.txt
 }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
 $py -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
-part check 70 $py bench/gpu_check.py
-part train 290 $py bench/gpu_train.py --peak --reps 3 --contenders transformers,ours,minimal,ours-cudnn,ours-graphs,ours-cudnn-graphs --profile ours
+part check 60 $py bench/gpu_check.py
+part train 330 $py bench/gpu_train.py --peak --reps 3 --contenders transformers,ours,minimal,ours-cudnn,ours-graphs,ours-tuned,ours-cudnn-graphs-tuned --profile ours
 if [ -n "$data" ]; then
   part shakespeare 60 $py -m scratchllm pretrain --config examples/shakespeare-char.toml \
     --data "$data/tinyshakespeare.txt" --out /tmp/run-shakespeare --no-progress
   summary /tmp/run-shakespeare
 fi
-part generate 120 $py bench/gpu_generate.py --reps 3 --profile
-if [ -n "$data" ]; then
-  part verdict 45 $py -m scratchllm pretrain --config examples/verdict-gpt2-small.toml \
-    --data "$data/the-verdict.txt" --set data.tokenizer="\"$data\"" --out /tmp/run-verdict \
-    --no-progress
-  summary /tmp/run-verdict
-fi
+part generate 130 $py bench/gpu_generate.py --reps 3 --profile

@@ -13,8 +13,10 @@ Contenders (--contenders, comma list): transformers, minimal (bench/train.py's h
 GPT-2), and ours, optionally with options joined by "-", e.g. ours-cudnn-graphs:
   unpadded  the head's matmul on the odd 50,257 rows (GPTModel.pad_head off)
   cudnn     cuDNN's SDPA attention kernel, chosen inside the compiled forward (its own graph)
-  autotune  torch.compile mode="max-autotune-no-cudagraphs" (minutes of compiling)
-  graphs    mode="reduce-overhead" (CUDA graphs); with autotune, mode="max-autotune"
+  autotune  inductor's max_autotune matmul search + coordinate-descent tuning, as torch.compile's
+            mode="max-autotune-no-cudagraphs" (minutes of compiling)
+  tuned     coordinate-descent tuning of inductor's own kernels only (no matmul search)
+  graphs    CUDA graphs (triton.cudagraphs), as mode="reduce-overhead"
 The loss is compiled with each model. --profile NAME prints the profiler's table of NAME's steps
 (most device time first), to see where a step's time goes.
 """
@@ -78,7 +80,7 @@ def make_step(model, logits_of, device, amp_dtype, compile_):
     return step
 
 
-OPTIONS = ("unpadded", "cudnn", "autotune", "graphs")
+OPTIONS = ("unpadded", "cudnn", "autotune", "tuned", "graphs")
 
 
 def parse_contender(name: str) -> tuple[str, frozenset[str]] | None:
@@ -91,11 +93,16 @@ def parse_contender(name: str) -> tuple[str, frozenset[str]] | None:
     return base, frozenset(options)
 
 
-def compile_mode(options: frozenset[str]) -> str | None:
-    """torch.compile's mode for a contender's options (None: the default mode)."""
+def compile_options(options: frozenset[str]) -> dict[str, bool]:
+    """torch.compile's inductor options for a contender's options (empty: the default)."""
+    out = {}
     if "autotune" in options:
-        return "max-autotune" if "graphs" in options else "max-autotune-no-cudagraphs"
-    return "reduce-overhead" if "graphs" in options else None
+        out["max_autotune"] = True
+    if "autotune" in options or "tuned" in options:
+        out["coordinate_descent_tuning"] = True
+    if "graphs" in options:
+        out["triton.cudagraphs"] = True
+    return out
 
 
 def matmul_peak(device, n: int = 8192, reps: int = 10) -> float:
@@ -170,9 +177,9 @@ def main() -> None:
             if "cudnn" in options:
                 model = CudnnAttention(model)
         compiler = compile_
-        mode = compile_mode(options)
-        if mode and not args.no_compile:
-            compiler = functools.partial(torch.compile, mode=mode)
+        settings = compile_options(options)
+        if settings and not args.no_compile:
+            compiler = functools.partial(torch.compile, options=settings)
         steps[name] = make_step(model.to(device), logits_of, device, amp_dtype, compiler)
     x = torch.randint(0, cfg.vocab_size, (args.batch, args.context), device=device)
     y = torch.randint(0, cfg.vocab_size, (args.batch, args.context), device=device)

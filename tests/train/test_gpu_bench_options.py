@@ -7,7 +7,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 try:
-    from gpu_train import compile_mode, parse_contender
+    from gpu_train import compile_options, parse_contender
 finally:
     sys.path.remove(str(BENCH))  # bench/ has modules named data, train: keep them out of the way
 
@@ -18,10 +18,18 @@ def test_contender_names_parse_into_a_base_and_options():
     assert parse_contender("transformers") == ("transformers", frozenset())
     for bad in ("ours-fast", "minimal-cudnn", "ours-graphs-graphs", "theirs"):
         assert parse_contender(bad) is None, bad
-    assert compile_mode(frozenset()) is None
-    assert compile_mode(frozenset({"graphs"})) == "reduce-overhead"
-    assert compile_mode(frozenset({"autotune"})) == "max-autotune-no-cudagraphs"
-    assert compile_mode(frozenset({"autotune", "graphs", "cudnn"})) == "max-autotune"
+    assert compile_options(frozenset()) == {}  # the default mode
+    # the same inductor options as torch.compile's modes
+    import torch._inductor
+
+    modes = {
+        "reduce-overhead": {"graphs"},
+        "max-autotune-no-cudagraphs": {"autotune"},
+        "max-autotune": {"autotune", "graphs", "cudnn"},
+    }
+    for mode, options in modes.items():
+        assert compile_options(frozenset(options)) == torch._inductor.list_mode_options(mode)
+    assert compile_options(frozenset({"tuned"})) == {"coordinate_descent_tuning": True}
 
 
 def test_profile_prints_the_profiled_contenders_table():
