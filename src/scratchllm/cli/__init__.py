@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "pretrain",
     "generate",
     "chat",
+    "evaluate",
     "data",
     "model",
     "tokenizer",
