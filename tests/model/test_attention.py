@@ -11,6 +11,7 @@ from scratchllm.model.attention import (
     SelfAttention,
     SimplifiedSelfAttention,
     attend,
+    attention_bias,
 )
 from scratchllm.model.embeddings import rope_cos_sin
 from scratchllm.model.kv_cache import KVCache
@@ -132,3 +133,20 @@ def test_bad_head_counts_are_named():
         MultiHeadAttention(C, 5)
     with pytest.raises(ValueError, match="n_kv_head=3"):
         GroupedQueryAttention(C, H, 3)
+
+
+@pytest.mark.parametrize("impl", ["math", "sdpa"])
+def test_fully_masked_query_rows_stay_finite_in_float16(impl):
+    # Scores below -16 plus float16's most negative value (-65504) overflow to -inf; a query row
+    # whose every key is masked (a padding query) must still average uniformly, not give NaN.
+    q = torch.full((1, 1, 2, 4), 10.0, dtype=torch.float16)
+    k = torch.full((1, 1, 3, 4), -10.0, dtype=torch.float16)  # every score is -200
+    v = torch.randn(1, 1, 3, 4, dtype=torch.float16)
+    padding = torch.zeros(1, 3, dtype=torch.long)  # every key is padding
+    bias = attention_bias(
+        2, 3, causal=False, padding_mask=padding, dtype=torch.float16, device=q.device
+    )
+    uniform = v.float().mean(dim=2, keepdim=True).expand(1, 1, 2, 4)
+    for mask in (padding, bias):  # a [B, T_k] mask and the additive bias a model builds
+        out = attend(q, k, v, causal=False, padding_mask=mask, impl=impl)
+        torch.testing.assert_close(out.float(), uniform, atol=2e-3, rtol=0)
