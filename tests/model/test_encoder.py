@@ -34,6 +34,20 @@ def test_encoder_is_bidirectional_and_respects_padding():
     torch.testing.assert_close(a[0, :5], b[0, :5], atol=TOL, rtol=0)
 
 
+@pytest.mark.parametrize("impl", ["sdpa", "math"])
+def test_encoder_mask_forms_agree(impl):
+    # [B, T] and per-pair [B, 1, T, T] masks, boolean or 0/1 floats, all mean 1 = may attend
+    # (as in GPTModel); a float pair mask was once taken for an additive bias and masked nothing.
+    model = EncoderModel(get_preset("tiny-bert", attn_impl=impl)).eval()
+    idx = torch.randint(0, 256, (2, 6))
+    pad = torch.tensor([[1] * 6, [1] * 3 + [0] * 3])
+    pair = pad[:, None, None, :].expand(2, 1, 6, 6).bool()  # [B, 1, T_q, T_k]
+    with torch.no_grad():
+        ref = model(idx, attention_mask=pad)
+        for mask in (pad.float(), pad.bool(), pair, pair.float()):
+            torch.testing.assert_close(model(idx, attention_mask=mask), ref, atol=TOL, rtol=0)
+
+
 def test_encoder_rejects_bad_segments():
     model = EncoderModel(get_preset("tiny-bert"))
     with pytest.raises(ValueError, match="token_type_ids shape"):
