@@ -150,3 +150,39 @@ def test_fully_masked_query_rows_stay_finite_in_float16(impl):
     for mask in (padding, bias):  # a [B, T_k] mask and the additive bias a model builds
         out = attend(q, k, v, causal=False, padding_mask=mask, impl=impl)
         torch.testing.assert_close(out.float(), uniform, atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize("impl", ["math", "sdpa"])
+def test_multi_head_equals_stacked_single_heads(impl):
+    # MultiHeadAttention == H separate `CausalAttention` heads of width C/H whose outputs are
+    # concatenated, then projected: the fused q/k/v matrix only stacks the heads' matrices.
+    mha = make("mha", impl)
+    d = C // H
+    wq, wk, wv = mha.qkv.weight.chunk(3)  # each [C, C]: rows h*d .. (h+1)*d belong to head h
+    bq, bk, bv = mha.qkv.bias.chunk(3)
+    heads = []
+    for h in range(H):
+        head = CausalAttention(C, d, qkv_bias=True, impl=impl).eval()
+        rows = slice(h * d, (h + 1) * d)
+        with torch.no_grad():
+            for proj, w, b in ((head.q_proj, wq, bq), (head.k_proj, wk, bk), (head.v_proj, wv, bv)):
+                proj.weight.copy_(w[rows])
+                proj.bias.copy_(b[rows])
+        heads.append(head)
+    x = torch.randn(2, 6, C)
+    with torch.no_grad():
+        stacked = torch.cat([head(x) for head in heads], dim=-1)  # [B, T, C]
+        torch.testing.assert_close(mha(x), mha.out_proj(stacked), atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("variant", ["causal", "mha", "gqa"])
+def test_causal_output_equals_attention_over_the_prefix(variant):
+    # Independent of `build_mask`: output i is a softmax over keys 0..i only, so each output
+    # equals attention run on the prefix x[:, :i+1] alone (the last position sees everything).
+    attn = make(variant, "math")
+    x = torch.randn(2, 6, C)
+    with torch.no_grad():
+        full = attn(x)
+        for i in range(6):
+            prefix = attn(x[:, : i + 1])
+            torch.testing.assert_close(full[:, i], prefix[:, -1], atol=TOL, rtol=0)
