@@ -110,6 +110,26 @@ def test_kv_cache_matches_full_forward(preset, overrides, impl):
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=TOL, rtol=0)
 
 
+@pytest.mark.parametrize("preset", ["tiny", "tiny-llama"])
+def test_full_context_and_single_token_edges(preset):
+    # T = context_length is accepted, with or without a cache filled to the last slot; T = 1
+    # (no causal mask needed) gives the first row of the full pass; one more position is refused.
+    cfg = get_preset(preset, context_length=16)
+    model = GPTModel(cfg).eval()
+    idx = torch.randint(0, cfg.vocab_size, (2, 16))
+    with torch.no_grad():
+        full = model(idx)
+        torch.testing.assert_close(model(idx[:, :1]), full[:, :1], atol=TOL, rtol=0)
+        cache = KVCache.for_config(cfg, batch_size=2)
+        steps = [model(idx[:, :15], kv_cache=cache), model(idx[:, 15:], kv_cache=cache)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=TOL, rtol=0)
+    assert cache.length == cfg.context_length
+    with pytest.raises(ValueError, match=r"17 \(cached 16 \+ new 1\) exceeds context_length 16"):
+        model(idx[:, :1], kv_cache=cache)
+    with pytest.raises(ValueError, match="^sequence length 17 exceeds context_length 16$"):
+        model(torch.zeros(1, 17, dtype=torch.long))  # no cache: no cached count to report
+
+
 def test_kv_cache_errors():
     cfg = get_preset("tiny")
     model = GPTModel(cfg).eval()
@@ -153,12 +173,13 @@ def test_moves_between_dtypes():
 
 
 @pytest.mark.parametrize("preset", ["tiny", "tiny-llama", "tiny-sinusoidal"])
-def test_left_padded_batch_with_cache_matches_unpadded(preset):
+@pytest.mark.parametrize("impl", ["sdpa", "math"])
+def test_left_padded_batch_with_cache_matches_unpadded(preset, impl):
     """Batched decoding: left padding + position_ids + mask == each row alone."""
     if preset == "tiny-sinusoidal":
-        cfg = get_preset("tiny", pos_emb="sinusoidal")
+        cfg = get_preset("tiny", pos_emb="sinusoidal", attn_impl=impl)
     else:
-        cfg = get_preset(preset)
+        cfg = get_preset(preset, attn_impl=impl)
     model = GPTModel(cfg).eval()
     short, long = torch.randint(0, 256, (1, 3)), torch.randint(0, 256, (1, 5))
     nxt = torch.randint(0, 256, (2, 2))  # two more tokens per row, decoded one by one

@@ -80,9 +80,9 @@ def check_input(
     if t == 0:
         raise ValueError("idx has no positions (T=0)")
     if start + t > cfg.context_length:
+        cached = f" (cached {start} + new {t})" if start else ""
         raise ValueError(
-            f"sequence length {start + t} (cached {start} + new {t}) exceeds "
-            f"context_length {cfg.context_length}"
+            f"sequence length {start + t}{cached} exceeds context_length {cfg.context_length}"
         )
     pair_mask = (idx.shape[0], 1, t, start + t)  # per query/key pair, e.g. packed documents
     if attention_mask is not None and tuple(attention_mask.shape) not in (
