@@ -89,8 +89,9 @@ def test_bidirectional_attention_ignores_padding():
     torch.testing.assert_close(a[1, :3], b[1, :3], atol=TOL, rtol=0)
 
 
-def test_attention_dropout_only_in_training():
-    attn = CausalAttention(C, C, dropout=0.5)
+@pytest.mark.parametrize("impl", ["sdpa", "math"])
+def test_attention_dropout_only_in_training(impl):
+    attn = CausalAttention(C, C, dropout=0.5, impl=impl)
     x = torch.randn(2, 6, C)
     assert not torch.equal(attn(x), attn(x))
     attn.eval()

@@ -166,10 +166,22 @@ def test_dropout_active_only_in_training():
     assert torch.equal(model(idx), model(idx))
 
 
-def test_moves_between_dtypes():
-    model = GPTModel(get_preset("tiny-llama")).to(torch.bfloat16).eval()
-    logits = model(torch.randint(0, 256, (1, 6)))
-    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("impl", ["sdpa", "math"])
+@pytest.mark.parametrize("preset", ["tiny", "tiny-llama"])
+def test_half_precision_on_cpu_follows_float32(preset, impl, dtype):
+    # A left-padded batch (padding queries see no real key) in bf16 / fp16: finite everywhere,
+    # and the real positions within half-precision rounding of float32 (logits of order 0.5).
+    torch.manual_seed(0)
+    model = GPTModel(get_preset(preset, attn_impl=impl)).eval()
+    idx = torch.randint(0, 256, (2, 8))
+    mask = torch.tensor([[1] * 8, [0] * 3 + [1] * 5])
+    with torch.no_grad():
+        ref = model(idx, attention_mask=mask)
+        out = model.to(dtype)(idx, attention_mask=mask)
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    torch.testing.assert_close(out[0].float(), ref[0], atol=1e-2, rtol=0)
+    torch.testing.assert_close(out[1, 3:].float(), ref[1, 3:], atol=1e-2, rtol=0)
 
 
 @pytest.mark.parametrize("preset", ["tiny", "tiny-llama", "tiny-sinusoidal"])
