@@ -54,6 +54,8 @@ def test_encoder_rejects_bad_segments():
         model(
             torch.zeros(1, 4, dtype=torch.long), token_type_ids=torch.zeros(1, 3, dtype=torch.long)
         )
+    with pytest.raises(ValueError, match="token type 2 outside 0..1"):
+        model(torch.zeros(1, 4, dtype=torch.long), token_type_ids=torch.full((1, 4), 2))
     gpt_cfg = get_preset("tiny")
     with pytest.raises(ValueError, match="type_vocab_size=0"):
         EncoderModel(gpt_cfg)(

@@ -20,6 +20,20 @@ from scratchllm.model.norms import make_norm
 from scratchllm.model.params import adamw_param_groups, count_parameters
 
 
+def check_token_types(cfg: ModelConfig, idx: Tensor, token_type_ids: Tensor) -> None:
+    """Clear errors for segment ids [B, T] (the value check skipped when compiling)."""
+    if token_type_ids.shape != idx.shape:
+        raise ValueError(
+            f"token_type_ids shape {tuple(token_type_ids.shape)} != idx shape {tuple(idx.shape)}"
+        )
+    if cfg.type_vocab_size == 0 or torch.compiler.is_compiling():
+        return  # no segment table: `Embeddings` refuses token_type_ids with its own message
+    lo, hi = int(token_type_ids.min()), int(token_type_ids.max())
+    if lo < 0 or hi >= cfg.type_vocab_size:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"token type {bad} outside 0..{cfg.type_vocab_size - 1}")
+
+
 class EncoderModel(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -50,11 +64,8 @@ class EncoderModel(nn.Module):
         [B, 1, T, T] (1/True = may attend), as in `GPTModel.features`.
         """
         check_input(self.cfg, idx, 0, attention_mask)
-        if token_type_ids is not None and token_type_ids.shape != idx.shape:
-            raise ValueError(
-                f"token_type_ids shape {tuple(token_type_ids.shape)} != idx shape "
-                f"{tuple(idx.shape)}"
-            )
+        if token_type_ids is not None:
+            check_token_types(self.cfg, idx, token_type_ids)
         positions = torch.arange(idx.shape[1], device=idx.device)  # [T]
         x = self.embed(idx, positions, token_type_ids)  # [B, T, C]
         rope = None
