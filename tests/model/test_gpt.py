@@ -84,6 +84,11 @@ def test_bad_input_names_the_value():
         model(torch.zeros(1, 3))
     with pytest.raises(ValueError, match="attention_mask"):
         model(torch.zeros(2, 3, dtype=torch.long), attention_mask=torch.ones(2, 4))
+    # An additive mask (0 = attend, -inf = masked, as some libraries use) would mean the opposite
+    # of ours (1 = attend) if read as 0/1: refused, naming the value.
+    bias = torch.zeros(2, 1, 3, 3).masked_fill(torch.ones(3, 3).triu(1).bool(), float("-inf"))
+    with pytest.raises(ValueError, match="attention_mask holds -inf"):
+        model(torch.zeros(2, 3, dtype=torch.long), attention_mask=bias)
 
 
 @pytest.mark.parametrize(
