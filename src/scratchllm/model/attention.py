@@ -12,7 +12,8 @@ Every variant has the same call signature
     forward(x [B, T, C], *, attention_mask=None, kv_cache=None, rope=None) -> [B, T, C_out]
 
 - attention_mask: [B, T_keys], 1/True for real tokens, 0/False for padding. With a KV cache,
-  T_keys = cached + new positions.
+  T_keys = cached + new positions. Also accepted (see `attend`): a boolean [B, 1, T, T_keys]
+  mask per query/key pair, or the additive float bias a model builds once with `attention_bias`.
 - kv_cache: a `KVCache`; the layer writes its new keys/values at slot `layer_idx`.
 - rope: (cos, sin) [T, head_dim] for the new positions, when rotary positions are used.
 
