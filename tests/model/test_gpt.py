@@ -148,6 +148,9 @@ def test_kv_cache_errors():
     assert cache.length == 1
     with pytest.raises(ValueError, match="max_len"):
         KVCache.for_config(cfg, batch_size=1, max_len=cfg.context_length + 1)
+    half = GPTModel(cfg).to(torch.bfloat16).eval()  # a float32 cache (the default) for it:
+    with pytest.raises(ValueError, match="dtype=torch.bfloat16"):
+        half(torch.zeros(1, 3, dtype=torch.long), kv_cache=KVCache.for_config(cfg, batch_size=1))
 
 
 def test_padding_mask_leaves_real_tokens_unchanged():
