@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from scratchllm.model import EncoderModel, GPTModel, get_preset
-from scratchllm.model.heads import SequenceClassifier, last_token
+from scratchllm.model.heads import last_token
 
 TOL = 1e-5  # float32, absolute
 
@@ -79,15 +79,14 @@ def test_post_and_pre_norm_encoders_train(overrides):
     assert losses[-1] < losses[0]
 
 
-def test_sequence_classifier_uses_last_real_token():
+def test_last_token_of_a_right_padded_decoder_row_equals_the_row_alone():
     backbone = GPTModel(get_preset("tiny")).eval()
-    clf = SequenceClassifier(backbone, 32, num_classes=3).eval()
     idx = torch.randint(0, 256, (2, 6))
     mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2])
     with torch.no_grad():
-        out = clf(idx, attention_mask=mask)
-        alone = clf(idx[1:, :4])
-    assert out.shape == (2, 3)
-    torch.testing.assert_close(out[1:], alone, atol=TOL, rtol=0)
+        pooled = last_token(backbone.features(idx), mask)  # causal: no padding mask needed
+        alone = backbone.features(idx[1:, :4])[:, -1]
+    assert pooled.shape == (2, 32)
+    torch.testing.assert_close(pooled[1:], alone, atol=TOL, rtol=0)
     h = torch.arange(12.0).view(1, 4, 3)
     assert torch.equal(last_token(h, torch.tensor([[1, 1, 0, 0]])), h[:, 1])
