@@ -1,4 +1,5 @@
-"""Every attention variant: the SDPA path equals the explicit math (float32, atol 1e-5)."""
+"""Attention variants: SDPA == explicit math, multi-head == stacked single heads, GQA == MHA,
+causal and padding masks, cached decoding, dropout, float16 padding rows (float32: atol 1e-5)."""
 
 import pytest
 import torch

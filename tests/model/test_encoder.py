@@ -46,6 +46,9 @@ def test_encoder_mask_forms_agree(impl):
         ref = model(idx, attention_mask=pad)
         for mask in (pad.float(), pad.bool(), pair, pair.float()):
             torch.testing.assert_close(model(idx, attention_mask=mask), ref, atol=TOL, rtol=0)
+        # a row of nothing but padding: every query sees only masked keys, yet no NaN
+        empty = model(idx, attention_mask=torch.tensor([[1] * 6, [0] * 6]))
+    assert torch.isfinite(empty).all()
 
 
 def test_encoder_rejects_bad_segments():
