@@ -1,4 +1,5 @@
-"""Every attention variant: the SDPA path equals the explicit math (float32, atol 1e-5)."""
+"""Attention variants: SDPA == explicit math, multi-head == stacked single heads, GQA == MHA,
+causal and padding masks, cached decoding, dropout, float16 padding rows (float32: atol 1e-5)."""
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ from scratchllm.model.attention import (
     SelfAttention,
     SimplifiedSelfAttention,
     attend,
+    attention_bias,
 )
 from scratchllm.model.embeddings import rope_cos_sin
 from scratchllm.model.kv_cache import KVCache
@@ -88,8 +90,9 @@ def test_bidirectional_attention_ignores_padding():
     torch.testing.assert_close(a[1, :3], b[1, :3], atol=TOL, rtol=0)
 
 
-def test_attention_dropout_only_in_training():
-    attn = CausalAttention(C, C, dropout=0.5)
+@pytest.mark.parametrize("impl", ["sdpa", "math"])
+def test_attention_dropout_only_in_training(impl):
+    attn = CausalAttention(C, C, dropout=0.5, impl=impl)
     x = torch.randn(2, 6, C)
     assert not torch.equal(attn(x), attn(x))
     attn.eval()
@@ -132,3 +135,56 @@ def test_bad_head_counts_are_named():
         MultiHeadAttention(C, 5)
     with pytest.raises(ValueError, match="n_kv_head=3"):
         GroupedQueryAttention(C, H, 3)
+
+
+@pytest.mark.parametrize("impl", ["math", "sdpa"])
+def test_fully_masked_query_rows_stay_finite_in_float16(impl):
+    # Scores below -16 plus float16's most negative value (-65504) overflow to -inf; a query row
+    # whose every key is masked (a padding query) must still average uniformly, not give NaN.
+    q = torch.full((1, 1, 2, 4), 10.0, dtype=torch.float16)
+    k = torch.full((1, 1, 3, 4), -10.0, dtype=torch.float16)  # every score is -200
+    v = torch.randn(1, 1, 3, 4, dtype=torch.float16)
+    padding = torch.zeros(1, 3, dtype=torch.long)  # every key is padding
+    bias = attention_bias(
+        2, 3, causal=False, padding_mask=padding, dtype=torch.float16, device=q.device
+    )
+    uniform = v.float().mean(dim=2, keepdim=True).expand(1, 1, 2, 4)
+    for mask in (padding, bias):  # a [B, T_k] mask and the additive bias a model builds
+        out = attend(q, k, v, causal=False, padding_mask=mask, impl=impl)
+        torch.testing.assert_close(out.float(), uniform, atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize("impl", ["math", "sdpa"])
+def test_multi_head_equals_stacked_single_heads(impl):
+    # MultiHeadAttention == H separate `CausalAttention` heads of width C/H whose outputs are
+    # concatenated, then projected: the fused q/k/v matrix only stacks the heads' matrices.
+    mha = make("mha", impl)
+    d = C // H
+    wq, wk, wv = mha.qkv.weight.chunk(3)  # each [C, C]: rows h*d .. (h+1)*d belong to head h
+    bq, bk, bv = mha.qkv.bias.chunk(3)
+    heads = []
+    for h in range(H):
+        head = CausalAttention(C, d, qkv_bias=True, impl=impl).eval()
+        rows = slice(h * d, (h + 1) * d)
+        with torch.no_grad():
+            for proj, w, b in ((head.q_proj, wq, bq), (head.k_proj, wk, bk), (head.v_proj, wv, bv)):
+                proj.weight.copy_(w[rows])
+                proj.bias.copy_(b[rows])
+        heads.append(head)
+    x = torch.randn(2, 6, C)
+    with torch.no_grad():
+        stacked = torch.cat([head(x) for head in heads], dim=-1)  # [B, T, C]
+        torch.testing.assert_close(mha(x), mha.out_proj(stacked), atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("variant", ["causal", "mha", "gqa"])
+def test_causal_output_equals_attention_over_the_prefix(variant):
+    # Independent of `build_mask`: output i is a softmax over keys 0..i only, so each output
+    # equals attention run on the prefix x[:, :i+1] alone (the last position sees everything).
+    attn = make(variant, "math")
+    x = torch.randn(2, 6, C)
+    with torch.no_grad():
+        full = attn(x)
+        for i in range(6):
+            prefix = attn(x[:, : i + 1])
+            torch.testing.assert_close(full[:, i], prefix[:, -1], atol=TOL, rtol=0)

@@ -84,6 +84,11 @@ def test_bad_input_names_the_value():
         model(torch.zeros(1, 3))
     with pytest.raises(ValueError, match="attention_mask"):
         model(torch.zeros(2, 3, dtype=torch.long), attention_mask=torch.ones(2, 4))
+    # An additive mask (0 = attend, -inf = masked, as some libraries use) would mean the opposite
+    # of ours (1 = attend) if read as 0/1: refused, naming the value.
+    bias = torch.zeros(2, 1, 3, 3).masked_fill(torch.ones(3, 3).triu(1).bool(), float("-inf"))
+    with pytest.raises(ValueError, match="attention_mask holds -inf"):
+        model(torch.zeros(2, 3, dtype=torch.long), attention_mask=bias)
 
 
 @pytest.mark.parametrize(
@@ -110,6 +115,26 @@ def test_kv_cache_matches_full_forward(preset, overrides, impl):
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=TOL, rtol=0)
 
 
+@pytest.mark.parametrize("preset", ["tiny", "tiny-llama"])
+def test_full_context_and_single_token_edges(preset):
+    # T = context_length is accepted, with or without a cache filled to the last slot; T = 1
+    # (no causal mask needed) gives the first row of the full pass; one more position is refused.
+    cfg = get_preset(preset, context_length=16)
+    model = GPTModel(cfg).eval()
+    idx = torch.randint(0, cfg.vocab_size, (2, 16))
+    with torch.no_grad():
+        full = model(idx)
+        torch.testing.assert_close(model(idx[:, :1]), full[:, :1], atol=TOL, rtol=0)
+        cache = KVCache.for_config(cfg, batch_size=2)
+        steps = [model(idx[:, :15], kv_cache=cache), model(idx[:, 15:], kv_cache=cache)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=TOL, rtol=0)
+    assert cache.length == cfg.context_length
+    with pytest.raises(ValueError, match=r"17 \(cached 16 \+ new 1\) exceeds context_length 16"):
+        model(idx[:, :1], kv_cache=cache)
+    with pytest.raises(ValueError, match="^sequence length 17 exceeds context_length 16$"):
+        model(torch.zeros(1, 17, dtype=torch.long))  # no cache: no cached count to report
+
+
 def test_kv_cache_errors():
     cfg = get_preset("tiny")
     model = GPTModel(cfg).eval()
@@ -123,6 +148,9 @@ def test_kv_cache_errors():
     assert cache.length == 1
     with pytest.raises(ValueError, match="max_len"):
         KVCache.for_config(cfg, batch_size=1, max_len=cfg.context_length + 1)
+    half = GPTModel(cfg).to(torch.bfloat16).eval()  # a float32 cache (the default) for it:
+    with pytest.raises(ValueError, match="dtype=torch.bfloat16"):
+        half(torch.zeros(1, 3, dtype=torch.long), kv_cache=KVCache.for_config(cfg, batch_size=1))
 
 
 def test_padding_mask_leaves_real_tokens_unchanged():
@@ -146,19 +174,32 @@ def test_dropout_active_only_in_training():
     assert torch.equal(model(idx), model(idx))
 
 
-def test_moves_between_dtypes():
-    model = GPTModel(get_preset("tiny-llama")).to(torch.bfloat16).eval()
-    logits = model(torch.randint(0, 256, (1, 6)))
-    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("impl", ["sdpa", "math"])
+@pytest.mark.parametrize("preset", ["tiny", "tiny-llama"])
+def test_half_precision_on_cpu_follows_float32(preset, impl, dtype):
+    # A left-padded batch (padding queries see no real key) in bf16 / fp16: finite everywhere,
+    # and the real positions within half-precision rounding of float32 (logits of order 0.5).
+    torch.manual_seed(0)
+    model = GPTModel(get_preset(preset, attn_impl=impl)).eval()
+    idx = torch.randint(0, 256, (2, 8))
+    mask = torch.tensor([[1] * 8, [0] * 3 + [1] * 5])
+    with torch.no_grad():
+        ref = model(idx, attention_mask=mask)
+        out = model.to(dtype)(idx, attention_mask=mask)
+    assert out.dtype == dtype and torch.isfinite(out).all()
+    torch.testing.assert_close(out[0].float(), ref[0], atol=1e-2, rtol=0)
+    torch.testing.assert_close(out[1, 3:].float(), ref[1, 3:], atol=1e-2, rtol=0)
 
 
 @pytest.mark.parametrize("preset", ["tiny", "tiny-llama", "tiny-sinusoidal"])
-def test_left_padded_batch_with_cache_matches_unpadded(preset):
+@pytest.mark.parametrize("impl", ["sdpa", "math"])
+def test_left_padded_batch_with_cache_matches_unpadded(preset, impl):
     """Batched decoding: left padding + position_ids + mask == each row alone."""
     if preset == "tiny-sinusoidal":
-        cfg = get_preset("tiny", pos_emb="sinusoidal")
+        cfg = get_preset("tiny", pos_emb="sinusoidal", attn_impl=impl)
     else:
-        cfg = get_preset(preset)
+        cfg = get_preset(preset, attn_impl=impl)
     model = GPTModel(cfg).eval()
     short, long = torch.randint(0, 256, (1, 3)), torch.randint(0, 256, (1, 5))
     nxt = torch.randint(0, 256, (2, 2))  # two more tokens per row, decoded one by one

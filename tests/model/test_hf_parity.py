@@ -50,6 +50,22 @@ def test_gpt2_logits_match(impl):
     torch.testing.assert_close(out_masked[0], ref_masked[0], atol=TOL, rtol=0)
 
 
+def test_gpt2_left_padded_logits_match():
+    # Left padding with positions counted from each row's first real token, as batched
+    # generation runs it: the real positions agree with transformers given the same inputs.
+    cfg = transformers.GPT2Config(vocab_size=VOCAB, n_positions=32, n_embd=32, n_layer=2, n_head=4)
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    ours = gpt_from_gpt2(hf).eval()
+    x = ids()
+    mask = torch.tensor([[1] * 9, [0] * 3 + [1] * 6])
+    positions = (mask.cumsum(1) - 1).clamp(min=0)  # [B, T]
+    with torch.no_grad():
+        ref = hf(x, attention_mask=mask, position_ids=positions).logits
+        out = ours(x, attention_mask=mask, position_ids=positions)
+    torch.testing.assert_close(out[0], ref[0], atol=TOL, rtol=0)
+    torch.testing.assert_close(out[1, 3:], ref[1, 3:], atol=TOL, rtol=0)
+
+
 @pytest.mark.parametrize("n_kv_head", [2, 4, 1])  # GQA, MHA (fused layout), multi-query
 def test_llama_logits_match(n_kv_head):
     cfg = transformers.LlamaConfig(
@@ -90,9 +106,12 @@ def bert_config():
     )
 
 
-def test_bert_hidden_and_pooled_match():
+@pytest.mark.parametrize("impl", ["sdpa", "math"])
+def test_bert_hidden_and_pooled_match(impl):
     hf = transformers.BertModel(bert_config()).eval()
     ours = encoder_from_bert(hf).eval()
+    for block in ours.blocks:
+        block.attn.impl = impl
     x = ids()
     segments = torch.tensor([[0] * 5 + [1] * 4, [0] * 9])
     mask = torch.tensor([[1] * 9, [1] * 6 + [0] * 3])

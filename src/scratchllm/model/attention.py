@@ -12,7 +12,8 @@ Every variant has the same call signature
     forward(x [B, T, C], *, attention_mask=None, kv_cache=None, rope=None) -> [B, T, C_out]
 
 - attention_mask: [B, T_keys], 1/True for real tokens, 0/False for padding. With a KV cache,
-  T_keys = cached + new positions.
+  T_keys = cached + new positions. Also accepted (see `attend`): a boolean [B, 1, T, T_keys]
+  mask per query/key pair, or the additive float bias a model builds once with `attention_bias`.
 - kv_cache: a `KVCache`; the layer writes its new keys/values at slot `layer_idx`.
 - rope: (cos, sin) [T, head_dim] for the new positions, when rotary positions are used.
 
@@ -97,25 +98,20 @@ def attend(
     """
     t_q, t_k = q.shape[2], k.shape[2]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
+    bias = None  # [B|1, 1, T_q, T_k] additive, when the caller built it (causality included)
     if padding_mask is not None and padding_mask.dim() == 4 and padding_mask.is_floating_point():
-        # an additive bias from `attention_bias` (causality included): used as is (clamped
-        # into a narrower autocast dtype, so float16 keeps a finite most-negative value)
         bias = padding_mask
-        if bias.dtype != q.dtype:
+        if bias.dtype != q.dtype:  # clamped into a narrower autocast dtype: float16 stays finite
             bias = bias.clamp(min=torch.finfo(q.dtype).min).to(q.dtype)
-        if impl == "math":
-            weights = torch.softmax((q @ k.transpose(-2, -1)) * scale + bias, dim=-1)
-            if dropout_p > 0.0:
-                weights = F.dropout(weights, p=dropout_p)
-            return weights @ v  # [B, H, T_q, D]
-        return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale
-        )
     if impl == "math":
         scores = (q @ k.transpose(-2, -1)) * scale  # [B, H, T_q, T_k]
-        mask = build_mask(t_q, t_k, causal=causal, padding_mask=padding_mask, device=q.device)
-        if mask is not None:
-            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        if bias is not None:
+            # float16: a score below -16 plus the most negative value overflows to -inf
+            scores = (scores + bias).clamp(min=torch.finfo(scores.dtype).min)
+        else:
+            mask = build_mask(t_q, t_k, causal=causal, padding_mask=padding_mask, device=q.device)
+            if mask is not None:
+                scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         weights = torch.softmax(scores, dim=-1)
         if dropout_p > 0.0:
             weights = F.dropout(weights, p=dropout_p)
@@ -130,11 +126,10 @@ def attend(
         return F.scaled_dot_product_attention(
             q, k, v, dropout_p=dropout_p, is_causal=is_causal, scale=scale
         )
-    mask = build_mask(t_q, t_k, causal=causal, padding_mask=padding_mask, device=q.device)
-    bias = None
-    if mask is not None:
-        bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device)
-        bias = bias.masked_fill(~mask, torch.finfo(q.dtype).min)  # [B|1, 1, T_q, T_k]
+    if bias is None:
+        bias = attention_bias(
+            t_q, t_k, causal=causal, padding_mask=padding_mask, dtype=q.dtype, device=q.device
+        )
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from scratchllm.model.attention import attention_bias
 from scratchllm.model.blocks import TransformerBlock
 from scratchllm.model.config import ModelConfig
 from scratchllm.model.embeddings import Embeddings, rope_cos_sin
@@ -17,6 +18,20 @@ from scratchllm.model.gpt import check_input, init_weights
 from scratchllm.model.heads import MLMHead, Pooler
 from scratchllm.model.norms import make_norm
 from scratchllm.model.params import adamw_param_groups, count_parameters
+
+
+def check_token_types(cfg: ModelConfig, idx: Tensor, token_type_ids: Tensor) -> None:
+    """Clear errors for segment ids [B, T] (the value check skipped when compiling)."""
+    if token_type_ids.shape != idx.shape:
+        raise ValueError(
+            f"token_type_ids shape {tuple(token_type_ids.shape)} != idx shape {tuple(idx.shape)}"
+        )
+    if cfg.type_vocab_size == 0 or torch.compiler.is_compiling():
+        return  # no segment table: `Embeddings` refuses token_type_ids with its own message
+    lo, hi = int(token_type_ids.min()), int(token_type_ids.max())
+    if lo < 0 or hi >= cfg.type_vocab_size:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"token type {bad} outside 0..{cfg.type_vocab_size - 1}")
 
 
 class EncoderModel(nn.Module):
@@ -43,20 +58,27 @@ class EncoderModel(nn.Module):
         attention_mask: Tensor | None = None,
         token_type_ids: Tensor | None = None,
     ) -> Tensor:
-        """Hidden states idx [B, T] -> [B, T, n_embd]; attention_mask [B, T] 0 = padding."""
+        """Hidden states idx [B, T] -> [B, T, n_embd].
+
+        attention_mask: [B, T] (1 = real token, 0 = padding) or per query/key pair
+        [B, 1, T, T] (1/True = may attend), as in `GPTModel.features`.
+        """
         check_input(self.cfg, idx, 0, attention_mask)
-        if token_type_ids is not None and token_type_ids.shape != idx.shape:
-            raise ValueError(
-                f"token_type_ids shape {tuple(token_type_ids.shape)} != idx shape "
-                f"{tuple(idx.shape)}"
-            )
+        if token_type_ids is not None:
+            check_token_types(self.cfg, idx, token_type_ids)
         positions = torch.arange(idx.shape[1], device=idx.device)  # [T]
         x = self.embed(idx, positions, token_type_ids)  # [B, T, C]
         rope = None
         if self.cfg.pos_emb == "rope":
             rope = rope_cos_sin(positions, self.cfg.head_dim, self.cfg.rope_theta, x.dtype)
+        mask = None  # built once here rather than in every layer
+        if attention_mask is not None:
+            t = idx.shape[1]
+            mask = attention_bias(  # [B, 1, 1 or T, T] additive bias
+                t, t, causal=False, padding_mask=attention_mask, dtype=x.dtype, device=x.device
+            )
         for block in self.blocks:
-            x = block(x, attention_mask=attention_mask, rope=rope)
+            x = block(x, attention_mask=mask, rope=rope)
         return self.norm_f(x)  # [B, T, C]
 
     def features(self, idx: Tensor, *, attention_mask: Tensor | None = None) -> Tensor:

@@ -80,9 +80,9 @@ def check_input(
     if t == 0:
         raise ValueError("idx has no positions (T=0)")
     if start + t > cfg.context_length:
+        cached = f" (cached {start} + new {t})" if start else ""
         raise ValueError(
-            f"sequence length {start + t} (cached {start} + new {t}) exceeds "
-            f"context_length {cfg.context_length}"
+            f"sequence length {start + t}{cached} exceeds context_length {cfg.context_length}"
         )
     pair_mask = (idx.shape[0], 1, t, start + t)  # per query/key pair, e.g. packed documents
     if attention_mask is not None and tuple(attention_mask.shape) not in (
@@ -105,6 +105,12 @@ def check_input(
     if lo < 0 or hi >= cfg.vocab_size:
         bad = lo if lo < 0 else hi
         raise ValueError(f"token id {bad} outside the vocabulary 0..{cfg.vocab_size - 1}")
+    if attention_mask is not None and attention_mask.is_floating_point():
+        odd = attention_mask[(attention_mask != 0) & (attention_mask != 1)]  # e.g. an additive bias
+        if odd.numel():
+            raise ValueError(
+                f"attention_mask holds {odd[0].item()}: expected 1 (may attend) or 0 (masked)"
+            )
     if position_ids is not None:
         lo, hi = int(position_ids.min()), int(position_ids.max())
         if lo < 0 or hi >= cfg.context_length:
@@ -143,7 +149,8 @@ class GPTModel(nn.Module):
     ) -> Tensor:
         """Hidden states after the final norm: idx [B, T] -> [B, T, n_embd].
 
-        attention_mask [B, cached + T]: 1 for real tokens, 0 for padding keys.
+        attention_mask [B, cached + T]: 1 for real tokens, 0 for padding keys; or per query/key
+        pair, [B, 1, T, cached + T]: 1/True where a query may attend (e.g. packed documents).
         With a kv_cache, idx holds only the new tokens; their positions start at its length.
         position_ids [T] or [B, T] overrides those positions, e.g. to count from each row's first
         real token in a left-padded batch. tied_grad_link: internal, see `forward`.

@@ -42,25 +42,12 @@ class Pooler(nn.Module):
 
 
 def last_token(hidden: Tensor, attention_mask: Tensor | None = None) -> Tensor:
-    """Hidden state of each row's last real token: [B, T, C] -> [B, C] (right padding)."""
+    """Hidden state of each row's last real token: [B, T, C] -> [B, C] (right padding).
+
+    Under a causal mask that token is the one that has seen the whole text, so classifiers on a
+    decoder use it (`finetune.classify.TextClassifier`, as in GPT fine-tuning).
+    """
     if attention_mask is None:
         return hidden[:, -1]
     last = attention_mask.long().sum(dim=1) - 1  # [B] index of the last 1 (right-padded rows)
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last.clamp(min=0)]
-
-
-class SequenceClassifier(nn.Module):
-    """A backbone (anything with `features(idx, attention_mask=...)`) and a linear classifier.
-
-    The decoder's last real token sees the whole sequence, so it is the summary used (as in GPT
-    fine-tuning); idx [B, T] -> class logits [B, num_classes].
-    """
-
-    def __init__(self, backbone: nn.Module, n_embd: int, num_classes: int) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.classifier = nn.Linear(n_embd, num_classes)
-
-    def forward(self, idx: Tensor, *, attention_mask: Tensor | None = None) -> Tensor:
-        hidden = self.backbone.features(idx, attention_mask=attention_mask)  # [B, T, C]
-        return self.classifier(last_token(hidden, attention_mask))  # [B, num_classes]

@@ -7,7 +7,8 @@ FLOPs per token (a multiply-add counts as 2 FLOPs):
     training = 3 * forward  (the backward pass costs about twice the forward)
 where M counts the weights used in matrix multiplications (every linear layer, including the
 output head, tied or not) and the second term is attention's q.k and weights.v products against
-T keys (Kaplan et al. 2020, table 1; PaLM appendix B). Norms, softmax and biases are left out.
+T keys (PaLM, Chowdhery et al. 2022, appendix B; Kaplan et al. 2020, table 1, count the q.k
+product only: half this term). Norms, softmax and biases are left out.
 
 Training memory assumes AdamW with weights, gradients and both moments in the same dtype; mixed
 precision with fp32 master weights costs more (fp32 row + bf16 weights and gradients).

@@ -70,6 +70,12 @@ class KVCache:
         """Store k, v [B, n_kv_head, T, head_dim] of `layer`; return all keys/values so far."""
         end = self.length + k.shape[2]
         assert end <= self.max_len, "call check_room before update"
+        if k.dtype != self.k.dtype and not torch.is_autocast_enabled(k.device.type):
+            # (under autocast a float32 cache is fine: attention casts the keys back down)
+            raise ValueError(
+                f"the keys are {k.dtype} but the KV cache holds {self.k.dtype}: make the cache "
+                f"with dtype={k.dtype}"
+            )
         self.k[layer, :, :, self.length : end] = k
         self.v[layer, :, :, self.length : end] = v
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]  # [B, H_kv, end, D]
