@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from scratchllm.model.attention import Rope, make_attention
 from scratchllm.model.config import ModelConfig
@@ -87,3 +89,14 @@ class TransformerBlock(nn.Module):
             return x + self.drop(self.mlp(self.norm2(x)))
         x = self.norm1(x + self.drop(self.attn(x, **kw)))
         return self.norm2(x + self.drop(self.mlp(x)))
+
+
+def run_block(block: nn.Module, x: Tensor, *, recompute: bool = False, **kw) -> Tensor:
+    """``block(x, **kw)``. With ``recompute`` (activation checkpointing), while gradients are on:
+    keep only the block's input for backward and run the block again there, so its activations
+    are never stored (less memory for about one more forward pass of compute). Dropout draws the
+    same masks both times. Decoding with a KV cache runs the block plainly (it would write twice).
+    """
+    if recompute and torch.is_grad_enabled() and kw.get("kv_cache") is None:
+        return checkpoint(block, x, use_reentrant=False, **kw)
+    return block(x, **kw)

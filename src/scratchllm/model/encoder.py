@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from scratchllm.model.attention import attention_bias
-from scratchllm.model.blocks import TransformerBlock
+from scratchllm.model.blocks import TransformerBlock, run_block
 from scratchllm.model.config import ModelConfig
 from scratchllm.model.embeddings import Embeddings, rope_cos_sin
 from scratchllm.model.gpt import check_input, init_weights
@@ -35,6 +35,9 @@ def check_token_types(cfg: ModelConfig, idx: Tensor, token_type_ids: Tensor) -> 
 
 
 class EncoderModel(nn.Module):
+    # recompute each block's activations in backward instead of storing them (`run_block`)
+    activation_checkpointing: bool = False
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -77,8 +80,10 @@ class EncoderModel(nn.Module):
             mask = attention_bias(  # [B, 1, 1 or T, T] additive bias
                 t, t, causal=False, padding_mask=attention_mask, dtype=x.dtype, device=x.device
             )
-        for block in self.blocks:
-            x = block(x, attention_mask=mask, rope=rope)
+        for block in self.blocks:  # [B, T, C] -> [B, T, C]
+            x = run_block(
+                block, x, recompute=self.activation_checkpointing, attention_mask=mask, rope=rope
+            )
         return self.norm_f(x)  # [B, T, C]
 
     def features(self, idx: Tensor, *, attention_mask: Tensor | None = None) -> Tensor:

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from scratchllm.model import losses
 from scratchllm.model.attention import attention_bias
-from scratchllm.model.blocks import TransformerBlock
+from scratchllm.model.blocks import TransformerBlock, run_block
 from scratchllm.model.config import ModelConfig
 from scratchllm.model.embeddings import Embeddings, rope_cos_sin
 from scratchllm.model.kv_cache import KVCache
@@ -125,6 +125,8 @@ class GPTModel(nn.Module):
     # `head` pads the output matmul: None = on CUDA while gradients are on (training);
     # True / False = always / never (the tests compare both on CPU)
     pad_head: bool | None = None
+    # recompute each block's activations in backward instead of storing them (`run_block`)
+    activation_checkpointing: bool = False
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -177,8 +179,15 @@ class GPTModel(nn.Module):
                 dtype=x.dtype,
                 device=x.device,
             )
-        for block in self.blocks:
-            x = block(x, attention_mask=mask, kv_cache=kv_cache, rope=rope)
+        for block in self.blocks:  # [B, T, C] -> [B, T, C]
+            x = run_block(
+                block,
+                x,
+                recompute=self.activation_checkpointing,
+                attention_mask=mask,
+                kv_cache=kv_cache,
+                rope=rope,
+            )
         if kv_cache is not None:
             kv_cache.advance(idx.shape[1])
         return self.norm_f(x)  # [B, T, C]

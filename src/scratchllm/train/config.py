@@ -56,6 +56,9 @@ class TrainConfig:
         "auto"  # autocast dtype: "auto" (bf16 on cuda, fp32 elsewhere), "float32", "bfloat16"
     )
     compile: bool = False  # torch.compile the model
+    # recompute each block's activations in backward instead of storing them: activation memory
+    # of one block per layer's input, for about a third more compute a step
+    activation_checkpointing: bool = False
     # Under torchrun: "ddp" keeps a full copy per rank and averages gradients; "fsdp" shards
     # parameters, gradients and optimizer state over the ranks (FSDP2, for models that do not
     # fit one GPU). Alone (one process) both are plain training.

@@ -226,6 +226,12 @@ class Trainer:
         self.dist = dist or DistInfo()
         self.device = device or resolve_device(cfg.device)
         self.model = model.to(self.device)
+        if cfg.activation_checkpointing:
+            if not hasattr(model, "activation_checkpointing"):
+                raise ConfigError(
+                    f"train.activation_checkpointing: {type(model).__name__} does not support it"
+                )
+            model.activation_checkpointing = True
         # FSDP2 under torchrun (alone, "fsdp" is plain training): shard before the optimizer.
         self.fsdp = cfg.parallel == "fsdp" and self.dist.enabled
         self._model_class = type(model)
