@@ -112,7 +112,36 @@ def test_eval_joins_documents_with_end_of_text(tmp_path, capsys):
     got = json.loads(capsys.readouterr().out)
     ids = tok.encode("first document here") + [tok.eot_id] + tok.encode("and a second one")
     assert got["loss"] == pytest.approx(perplexity(model, ids, context=32).loss, rel=1e-6)
-    assert got["tokens"] == len(ids) - 1 and got["bits_per_byte"] is not None
+    assert got["tokens"] == len(ids) - 1
+    # the scored tokens' bytes: all but the first character; the end-of-text token counts none
+    scored_bytes = len("first document here") - 1 + len("and a second one")
+    bits = got["loss"] * got["tokens"] / math.log(2)
+    assert got["bits_per_byte"] == pytest.approx(bits / scored_bytes, rel=1e-9)
+
+
+def test_eval_scores_a_split_of_prepared_shards(tmp_path, capsys):
+    from scratchllm.data.shards import open_shards, prepare_shards
+    from scratchllm.data.sources import Document
+
+    model, tok = byte_run(tmp_path / "run")
+    docs = [Document(f"doc{i}", f"document number {i} says hello. " * (i + 1)) for i in range(40)]
+    prepare_shards(docs, tok, tmp_path / "shards", val_fraction=0.3, shard_tokens=300, workers=1)
+    val = open_shards(tmp_path / "shards", "val")
+    assert len(val) > 1  # several shards: they are read as one sequence
+    ids = torch.cat([torch.from_numpy(a.astype("int64")) for a in val])
+    argv = ["eval", "--run", str(tmp_path / "run"), "--data", str(tmp_path / "shards"), "--json"]
+    assert main(argv) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["tokens"] == len(ids) - 1
+    assert got["loss"] == pytest.approx(perplexity(model, ids, context=32).loss, rel=1e-6)
+    assert got["bits_per_byte"] is not None
+    assert main([*argv, "--split", "train"]) == 0
+    assert json.loads(capsys.readouterr().out)["tokens"] > got["tokens"]
+    other = BPETokenizer([bytes([b]) for b in range(256)], special_tokens={"<|other|>": 256})
+    save_run(tmp_path / "other", model, model.cfg, other)
+    argv[2] = str(tmp_path / "other")
+    assert main(argv) == 2
+    assert "prepared with another tokenizer than the run's" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

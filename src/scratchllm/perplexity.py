@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -88,10 +89,18 @@ def _batches(windows: list[Window], batch_size: int) -> Iterator[list[Window]]:
         yield group
 
 
+def _span(ids: Tensor | np.ndarray, begin: int, end: int) -> Tensor:
+    """ids[begin:end] as an int64 tensor (from a tensor, array or memory map)."""
+    part = ids[begin:end]
+    if isinstance(part, Tensor):
+        return part.long()
+    return torch.from_numpy(np.asarray(part, dtype=np.int64))
+
+
 @torch.no_grad()
 def perplexity(
     model: nn.Module,
-    ids: Tensor | list[int],
+    ids: Tensor | np.ndarray | list[int],
     *,
     context: int | None = None,
     stride: int | None = None,
@@ -105,7 +114,8 @@ def perplexity(
 
     ``context`` defaults to the model's context length, ``stride`` to half of ``context``,
     ``batch_size`` (windows per forward pass) to BATCH_TOKENS tokens' worth of windows.
-    ``token_bytes(ids)`` gives the byte length of the scored ids' text, for bits per byte.
+    ``ids`` may be a memory map (pretokenized shards): only a window at a time is read.
+    ``token_bytes(ids)`` gives the byte length of some scored ids' text, for bits per byte.
     ``progress(n)`` is called after each batch with the number of windows it held.
     """
     cfg = model.cfg
@@ -113,24 +123,30 @@ def perplexity(
     if context > cfg.context_length:
         raise ValueError(f"context {context} is longer than the model's {cfg.context_length}")
     stride = context // 2 if stride is None else stride
-    ids = torch.as_tensor(ids, dtype=torch.long).flatten()
-    if ids.numel() < 2:
-        raise ValueError(f"perplexity needs at least 2 tokens to score, got {ids.numel()}")
+    if isinstance(ids, list):
+        ids = np.asarray(ids, dtype=np.int64)
+    if ids.ndim != 1:
+        raise ValueError(f"ids must be one sequence (1-D), got shape {tuple(ids.shape)}")
+    n = len(ids)
+    if n < 2:
+        raise ValueError(f"perplexity needs at least 2 tokens to score, got {n}")
     batch_size = max(1, BATCH_TOKENS // context) if batch_size is None else batch_size
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    windows = sliding_windows(ids.numel(), context, stride)
+    windows = sliding_windows(n, context, stride)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     amp = torch.autocast(device.type, dtype=amp_dtype) if amp_dtype else nullcontext()
-    total, count = 0.0, 0
+    total, count, n_bytes = 0.0, 0, 0
     try:
         for group in _batches(windows, batch_size):
-            x = torch.stack([ids[w.begin : w.end] for w in group])  # [B, T]
+            x = torch.stack([_span(ids, w.begin, w.end) for w in group])  # [B, T]
             y = torch.full_like(x, IGNORE)
             for row, w in enumerate(group):  # position p predicts ids[p + 1], from `first` on
-                y[row, w.first - w.begin : w.end - 1 - w.begin] = ids[w.first + 1 : w.end]
+                y[row, w.first - w.begin : w.end - 1 - w.begin] = x[row, w.first - w.begin + 1 :]
+                if token_bytes is not None:
+                    n_bytes += token_bytes(x[row, w.first - w.begin + 1 :].tolist())
             x, y = x.to(device), y.to(device)
             with amp:
                 mean = model(x, targets=y)  # mean over the scored positions
@@ -142,10 +158,7 @@ def perplexity(
     finally:
         model.train(was_training)
     loss = total / count
-    bpb = None
-    if token_bytes is not None:
-        n_bytes = token_bytes(ids[1:].tolist())
-        bpb = loss * count / (math.log(2) * n_bytes) if n_bytes else None
+    bpb = loss * count / (math.log(2) * n_bytes) if n_bytes else None
     return PerplexityReport(
         loss=loss,
         perplexity=math.exp(min(loss, 700.0)),

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from scratchllm.cli.argtypes import positive_int
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,8 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data",
         required=True,
-        help="text file, directory (recursive), glob, .jsonl, .parquet, or 'builtin'; "
-        "documents are joined with the tokenizer's end-of-text token",
+        help="text file, directory (recursive), glob, .jsonl, .parquet, or 'builtin' "
+        "(documents joined with the tokenizer's end-of-text token); or a directory of shards "
+        "from `scratchllm data prepare` made with the run's tokenizer (see --split)",
+    )
+    p.add_argument(
+        "--split",
+        choices=("val", "train"),
+        default="val",
+        help="which split of a shards directory to score (default val)",
     )
     p.add_argument(
         "--context",
@@ -57,16 +69,38 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def shard_ids(directory: str, split: str, tokenizer) -> np.ndarray:
+    """One split of a shards directory as one id array (the shards' own small dtype)."""
+    import numpy as np
+
+    from scratchllm.data.shards import INDEX_NAME, open_shards, read_index, tokenizer_hash
+    from scratchllm.errors import DataError
+
+    index = read_index(directory)
+    if tokenizer_hash(tokenizer) != index.settings.tokenizer_hash:
+        raise DataError(
+            f"{directory} was prepared with another tokenizer than the run's (the sha256 in "
+            f"{INDEX_NAME} differs): its ids would mean other tokens"
+        )
+    shards = open_shards(directory, split)
+    if not shards:
+        raise DataError(f"{directory}: no {split} split (prepare it with --val-fraction)")
+    return np.concatenate(shards) if len(shards) > 1 else shards[0]
+
+
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
     import torch
     from tqdm.auto import tqdm
 
     from scratchllm.cli.common import note_adapter_run
     from scratchllm.data.encode import encode_text
+    from scratchllm.data.shards import INDEX_NAME
     from scratchllm.data.sources import read_text_sources
     from scratchllm.errors import CheckpointError, DataError
     from scratchllm.model import GPTModel
     from scratchllm.perplexity import perplexity, sliding_windows
+    from scratchllm.tokenizer import BPETokenizer
     from scratchllm.train.checkpoint import load_run
     from scratchllm.train.loop import resolve_device
 
@@ -81,12 +115,25 @@ def run(args: argparse.Namespace) -> int:
     tok = loaded.tokenizer
     if tok is None:
         raise CheckpointError(f"{args.run} has no tokenizer.json to encode the text with")
-    docs = read_text_sources(args.data, text_field=args.text_field, column=args.column)
-    ids: list[int] = []
-    for i, doc in enumerate(docs):
-        if i and tok.eot_id is not None:
-            ids.append(tok.eot_id)
-        ids.extend(encode_text(tok, doc.text))
+    specials = set(tok.special_tokens.values())
+
+    def token_bytes(part: list[int]) -> int:  # special tokens (end-of-text) count no bytes
+        return len(tok.decode_bytes([i for i in part if i not in specials]))
+
+    if (Path(args.data) / INDEX_NAME).is_file():
+        ids = shard_ids(args.data, args.split, tok)
+        exact = isinstance(tok, BPETokenizer)  # byte-level: every id gives back its bytes
+    else:
+        docs = read_text_sources(args.data, text_field=args.text_field, column=args.column)
+        pieces: list[int] = []
+        for i, doc in enumerate(docs):
+            if i and tok.eot_id is not None:
+                pieces.append(tok.eot_id)
+            pieces.extend(encode_text(tok, doc.text))
+        ids = np.asarray(pieces, dtype=np.int64)
+        # bits per byte where the ids give back the text's exact bytes
+        text = b"".join(doc.text.encode("utf-8") for doc in docs)
+        exact = tok.decode_bytes([i for i in pieces if i not in specials]) == text
     if len(ids) < 2:
         raise DataError(f"{args.data}: {len(ids)} token(s); perplexity needs at least 2")
     context = args.context or loaded.model.cfg.context_length
@@ -96,10 +143,6 @@ def run(args: argparse.Namespace) -> int:
         )
     stride = args.stride or context // 2
     n_windows = len(sliding_windows(len(ids), context, stride))  # checks context and stride
-    # bits per byte where the token ids give back the text's exact bytes
-    eot = b"" if tok.eot_id is None else tok.decode_bytes([tok.eot_id])
-    source = eot.join(doc.text.encode("utf-8") for doc in docs)
-    exact = tok.decode_bytes(ids) == source
     amp = None if args.dtype == "float32" else getattr(torch, args.dtype)
     bar = tqdm(total=n_windows, unit="window", disable=args.no_progress or args.json, leave=False)
     with bar:
@@ -110,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
             stride=stride,
             batch_size=args.batch_size,
             amp_dtype=amp,
-            token_bytes=(lambda part: len(tok.decode_bytes(part))) if exact else None,
+            token_bytes=token_bytes if exact else None,
             progress=bar.update,
         )
     if args.json:
