@@ -38,9 +38,10 @@ def test_a_bad_config_field_names_the_file(run_dir):
         load_run(run_dir)
 
 
-def test_an_adapter_run_says_to_merge_it(tmp_path):
+def test_an_adapter_run_is_read_through_its_adapter_json(tmp_path):
+    # an unmerged LoRA run loads as its base run plus the adapter (tests/serve/test_adapter_runs)
     (tmp_path / "adapter.json").write_text("{}")
-    with pytest.raises(CheckpointError, match="scratchllm lora merge --run"):
+    with pytest.raises(CheckpointError, match="adapter.json: not a scratchllm LoRA adapter"):
         load_run(tmp_path)
 
 
