@@ -56,7 +56,7 @@ def test_bad_pairs(tmp_path):
             ]
         )
     )
-    with pytest.raises(DataError, match=r"p.json record 1: field 'rejected' is missing"):
+    with pytest.raises(DataError, match=r"p\.json:1 \(record 2\): field 'rejected' is missing"):
         load_pairs(path)
     skips = SkipReport()
     assert len(load_pairs(path, skip_invalid=True, skips=skips)) == 1 and skips.total == 1

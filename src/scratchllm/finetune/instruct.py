@@ -79,31 +79,71 @@ class SkipReport:
 
 
 def read_records(path: str | Path) -> list[tuple[str, Any]]:
-    """``(where, record)`` pairs from a JSON array or a JSON Lines file."""
+    """``(where, record)`` pairs from a JSON array or a JSON Lines file.
+
+    ``where`` names the file and line: ``data.jsonl:7``, or for an array ``data.json:12 (record
+    4)``, the line where the record starts and its 1-based position.
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the JSON
     except FileNotFoundError:
         raise DataError(f"{path}: data file not found") from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc})") from None
     if text.lstrip().startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
-        return [(f"{path} record {i}", r) for i, r in enumerate(data)]
+        records = _array_records(path, text)
+    else:
+        records = _json_lines(path, text)
+    if not records:
+        raise DataError(f"{path}: no records (expected a JSON array or JSON Lines)")
+    return records
+
+
+def _array_records(path: Path, text: str) -> list[tuple[str, Any]]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    assert isinstance(data, list)  # the text starts with "[" and parsed
+    # The text is valid JSON: walk it once more to find the line on which each record starts.
+    decoder, space = json.JSONDecoder(), re.compile(r"[ \t\n\r]*")
+    pos, line, counted = space.match(text, text.index("[") + 1).end(), 1, 0
+    out = []
+    for i, record in enumerate(data):
+        line += text.count("\n", counted, pos)
+        counted = pos
+        out.append((f"{path}:{line} (record {i + 1})", record))
+        _, end = decoder.raw_decode(text, pos)
+        pos = space.match(text, end).end()
+        pos = space.match(text, pos + 1).end()  # past the ',' (or the closing ']')
+    return out
+
+
+def _json_lines(path: Path, text: str) -> list[tuple[str, Any]]:
+    from scratchllm.finetune.classify_data import text_lines
+
     records = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(text_lines(text), 1):
         if not line.strip():
             continue
         try:
             records.append((f"{path}:{lineno}", json.loads(line)))
         except json.JSONDecodeError as exc:
+            if not records and _one_object(text):
+                raise DataError(
+                    f"{path}: one JSON object, not a list of records: give a JSON array "
+                    "([{...}, {...}]) or JSON Lines (one record per line)"
+                ) from None
             raise DataError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from None
-    if not records:
-        raise DataError(f"{path}: no records (expected a JSON array or JSON Lines)")
     return records
+
+
+def _one_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except json.JSONDecodeError:
+        return False
 
 
 def _string(record: dict, key: str, where: str, *, required: bool = True) -> str:
