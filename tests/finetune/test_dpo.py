@@ -155,3 +155,13 @@ def test_cli_prints_each_line_once(tmp_path, capsys):
     assert out.count("val loss") == 1  # the one evaluation, logged as it happened
     assert "{" not in out  # no Python dicts
     assert "64 train, 16 validation" in out
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"beta": 0.0}, "beta=0.0 must be > 0"), ({"split": (0.5, 0.5, 0.5)}, "sum to 1")],
+)
+def test_bad_settings_stop_before_anything_is_loaded(kwargs, match):
+    """Settings are checked when the config is made, not after the data and the model load."""
+    with pytest.raises(ConfigError, match=match):
+        DPOConfig(**kwargs)

@@ -398,3 +398,12 @@ def test_json_lines_records_may_hold_unicode_line_separators(tmp_path):
     convs = load_conversations(path)
     assert [c[0]["content"] for c in convs] == ["a\u2028b", "e"]
     assert convs[0][1]["content"] == "c\x85d"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"split": (0.9, 0.2, 0.1)}, "sum to 1"), ({"on_overflow": "drop"}, "on_overflow='drop'")],
+)
+def test_instruct_config_checks_split_and_overflow_up_front(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        InstructConfig(**kwargs)

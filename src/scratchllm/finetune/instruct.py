@@ -203,12 +203,23 @@ def _reason(exc: Exception) -> str:
     return str(exc).split(": ", 1)[-1]
 
 
+def check_split(fractions: Sequence[float]) -> None:
+    """Train / validation / test fractions: three numbers >= 0 that sum to 1."""
+    if (
+        len(fractions) != 3
+        or any(f < 0 for f in fractions)
+        or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6)
+    ):
+        raise ConfigError(
+            f"split fractions {list(fractions)} must be three numbers >= 0 that sum to 1"
+        )
+
+
 def split_items(
     items: Sequence[Any], fractions: Sequence[float] = (0.85, 0.05, 0.10), seed: int = 0
 ) -> list[list[Any]]:
-    """Seeded shuffle, then cut into len(fractions) parts (the last takes the remainder)."""
-    if any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
-        raise ConfigError(f"split fractions {list(fractions)} must be >= 0 and sum to 1")
+    """Seeded shuffle, then cut into train / validation / test (the last takes the remainder)."""
+    check_split(fractions)
     order = np.random.default_rng(seed).permutation(len(items))
     bounds = np.round(np.cumsum(fractions) * len(items)).astype(int)
     parts, start = [], 0
@@ -332,7 +343,12 @@ class InstructConfig:
     judge_model: str = "judge"  # model name sent to the judge endpoint
     resume: bool = False  # continue from the newest checkpoint in the output directory
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # checked before anything is loaded
+        check_split(self.split)
+        if self.on_overflow not in OVERFLOW_POLICIES:
+            raise ConfigError(
+                f"on_overflow={self.on_overflow!r} must be one of {OVERFLOW_POLICIES}"
+            )
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.max_responses is not None and self.max_responses < 0:

@@ -31,6 +31,7 @@ from scratchllm.finetune.instruct import (
     SkipReport,
     _reason,
     _string,
+    check_split,
     prepare_model,
     prompt_messages,
     read_records,
@@ -233,6 +234,11 @@ class DPOConfig:
     skip_invalid: bool = False
     lora: LoRAConfig | None = None  # None = full weights with a frozen copy as the reference
     resume: bool = False
+
+    def __post_init__(self) -> None:  # checked before the data and the base run are loaded
+        if not self.beta > 0:
+            raise ConfigError(f"DPO beta={self.beta} must be > 0")
+        check_split(self.split)
 
 
 @dataclass
