@@ -187,3 +187,11 @@ def test_windows_line_endings(tmp_path):
         ("hi", "ham", f"{path}:2"),
         ("win now", "spam", f"{path}:3"),
     ]
+
+
+def test_a_quoted_text_over_several_lines_is_named_by_its_first_line(tmp_path):
+    path = _write(tmp_path / "q.csv", 'text,label\n"two\nlines",x\n"",y\n')
+    with pytest.raises(DataError, match=r"q\.csv:4: empty text"):
+        read_examples(path)
+    path = _write(tmp_path / "q.csv", 'text,label\n"two\nlines",x\nok,y\n')
+    assert [e.where for e in read_examples(path)] == [f"{path}:2", f"{path}:4"]

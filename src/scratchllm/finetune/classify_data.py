@@ -166,7 +166,12 @@ def _table_rows(path: Path, text: str, fmt: str, columns: Columns, labels: bool)
             raise DataError(f"{path}: without a header row, columns must be 0-based indices")
         index = [int(c) for c in wanted]
         records = [(1, first)]
-    records += [(reader.line_num, row) for row in reader]
+    while True:  # a quoted CSV text may span lines: name the line where the record starts
+        start = reader.line_num + 1
+        row = next(reader, None)
+        if row is None:
+            break
+        records.append((start, row))
     expected = (len(first), "the header" if header else "the first row")
     rows = []
     for lineno, row in records:
