@@ -142,3 +142,11 @@ def test_merging_untouched_tied_weights_keeps_them_tied():
     apply_lora(model, r=4, alpha=8)  # attn and mlp only
     merge_lora(model)
     assert model.cfg.tie_embeddings and model.lm_head.weight is model.embed.wte.weight
+
+
+def test_applying_lora_twice_is_refused():
+    model = _model()
+    apply_lora(model, r=2, alpha=2)
+    with pytest.raises(ConfigError, match=r"already has LoRA adapters on 8 layer\(s\)"):
+        apply_lora(model, r=2, alpha=2)
+    assert all(p.requires_grad for n, p in model.named_parameters() if ".lora_" in n)

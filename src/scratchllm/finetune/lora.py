@@ -136,6 +136,12 @@ def apply_lora(
     ``"blocks.0"`` the first block. A target that matches nothing raises, naming the layers.
     """
     LoRAConfig(r=r, alpha=alpha, dropout=dropout, targets=list(targets))
+    wrapped = [name for name, _ in lora_layers(model)]
+    if wrapped:  # a second pass would wrap the frozen base layers and freeze the first adapters
+        raise ConfigError(
+            f"the model already has LoRA adapters on {len(wrapped)} layer(s) (e.g. {wrapped[0]}); "
+            "merge them first (merge_lora) or start from the base model"
+        )
     for p in model.parameters():
         p.requires_grad_(False)
     found = [
