@@ -222,6 +222,17 @@ class DPOObjective:
             model.train(was_training)
 
 
+def disable_dropout(model: nn.Module) -> nn.Module:
+    """Every dropout of ``model`` set to 0: ``nn.Dropout`` modules (LoRA's included) and the
+    attention modules' dropout on attention weights (their float ``dropout`` attribute)."""
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+        elif isinstance(getattr(m, "dropout", None), float):
+            m.dropout = 0.0
+    return model
+
+
 # ---------------------------------------------------------------------------------- training
 
 
@@ -234,6 +245,9 @@ class DPOConfig:
     skip_invalid: bool = False
     lora: LoRAConfig | None = None  # None = full weights with a frozen copy as the reference
     resume: bool = False
+    # Dropout off in the policy (as TRL does by default): the reference scores without dropout,
+    # so with it on the rewards would measure dropout noise, not preference.
+    disable_dropout: bool = True
 
     def __post_init__(self) -> None:  # checked before the data and the base run are loaded
         if not self.beta > 0:
@@ -281,6 +295,8 @@ def finetune_dpo(
     skips = SkipReport()
     pairs = load_pairs(data, skip_invalid=cfg.skip_invalid, skips=skips)
     model, tokenizer = prepare_model(base_run, template, cfg.lora, log)
+    if cfg.disable_dropout:
+        disable_dropout(model)
     context = model.cfg.context_length
     parts = split_items(pairs, cfg.split, seed=train_cfg.seed)
     encoded = {
@@ -301,6 +317,7 @@ def finetune_dpo(
         template,
         cfg.lora,
         beta=cfg.beta,
+        disable_dropout=cfg.disable_dropout,
         split=list(cfg.split),
         skip_invalid=cfg.skip_invalid,
         examples={"train": len(encoded["train"]), "val": len(encoded["val"])},
