@@ -317,7 +317,6 @@ def finetune_dpo(
         template,
         cfg.lora,
         beta=cfg.beta,
-        disable_dropout=cfg.disable_dropout,
         split=list(cfg.split),
         skip_invalid=cfg.skip_invalid,
         examples={"train": len(encoded["train"]), "val": len(encoded["val"])},
