@@ -407,3 +407,35 @@ def test_json_lines_records_may_hold_unicode_line_separators(tmp_path):
 def test_instruct_config_checks_split_and_overflow_up_front(kwargs, match):
     with pytest.raises(ConfigError, match=match):
         InstructConfig(**kwargs)
+
+
+def test_a_record_longer_than_the_context_is_named_by_file_and_line(tmp_path, tok):
+    cfg = ModelConfig(vocab_size=tok.vocab_size, context_length=48, n_embd=16, n_layer=1, n_head=2)
+    save_run(tmp_path / "base", GPTModel(cfg), cfg, tok)
+    records = [{"instruction": "word", "output": "words"}] * 6
+    records[3] = {"instruction": "word " * 60, "output": "words"}
+    data = _write(tmp_path / "d.jsonl", records, jsonl=True)
+    settings = InstructConfig(system="Reverse.", split=(1.0, 0.0, 0.0), on_overflow="error")
+    train = TrainConfig(max_steps=1, batch_size=2, device="cpu")
+    with pytest.raises(DataError, match=r"d\.jsonl:4: longer than the context"):
+        finetune_instruct(tmp_path / "base", data, tmp_path / "o", settings, train, log=print)
+    # skipped instead: the summary names the same line
+    lines = []
+    settings = InstructConfig(system="Reverse.", split=(1.0, 0.0, 0.0), max_responses=0)
+    finetune_instruct(
+        tmp_path / "base", data, tmp_path / "o", settings, train, log=lines.append, progress=False
+    )
+    assert any(
+        "skipped 1 record(s)" in m and "d.jsonl:4: longer than the context" in m for m in lines
+    )
+
+
+def test_dpo_pairs_longer_than_the_context_are_named_by_file_and_line(tmp_path, tok):
+    from scratchllm.finetune.preference import encode_pairs, load_pairs
+
+    records = [{"instruction": "word", "chosen": "words", "rejected": "word"}] * 3
+    records[1] = {"instruction": "word", "chosen": "words " * 60, "rejected": "word"}
+    pairs = load_pairs(_write(tmp_path / "p.json", records))
+    skips = SkipReport()
+    assert len(encode_pairs(pairs, get_template("alpaca", "Reverse."), tok, 48, skips)) == 2
+    assert "p.json:1 (record 2): longer than the context" in skips.summary()

@@ -188,10 +188,17 @@ def load_conversations(
     path: str | Path, *, skip_invalid: bool = False, skips: SkipReport | None = None
 ) -> list[list[Message]]:
     """Conversations from a data file; an invalid record raises unless ``skip_invalid``."""
+    return [conv for _, conv in located_conversations(path, skip_invalid=skip_invalid, skips=skips)]
+
+
+def located_conversations(
+    path: str | Path, *, skip_invalid: bool = False, skips: SkipReport | None = None
+) -> list[tuple[str, list[Message]]]:
+    """``(where, conversation)`` pairs: ``where`` names the file and line of each record."""
     out = []
     for where, record in read_records(path):
         try:
-            out.append(record_to_conversation(record, where))
+            out.append((where, record_to_conversation(record, where)))
         except DataError as exc:
             if not skip_invalid:
                 raise
@@ -246,8 +253,12 @@ def encode_conversations(
     *,
     on_overflow: str = "skip",
     skips: SkipReport | None = None,
+    names: Sequence[str] | None = None,
 ) -> list[Example]:
-    """Encode; a conversation needing more than ``max_length + 1`` ids follows ``on_overflow``."""
+    """Encode; a conversation needing more than ``max_length + 1`` ids follows ``on_overflow``.
+
+    ``names`` (e.g. ``data.json:12 (record 4)``) say where each conversation came from in
+    messages; without them a conversation is named by its position in ``conversations``."""
     if on_overflow not in OVERFLOW_POLICIES:
         raise ConfigError(f"on_overflow={on_overflow!r} must be one of {OVERFLOW_POLICIES}")
     skips = skips if skips is not None else SkipReport()
@@ -255,7 +266,7 @@ def encode_conversations(
     for i, conv in enumerate(conversations):
         ids, flags = template.encode(tokenizer, conv)
         if len(ids) > max_length + 1:
-            where = f"conversation {i}"
+            where = names[i] if names is not None else f"conversation {i}"
             reason = f"longer than the context ({len(ids) - 1} > {max_length} tokens)"
             if on_overflow == "error":
                 raise DataError(f"{where}: {reason}; shorten it or pass on_overflow='skip'")
@@ -465,18 +476,24 @@ def finetune_instruct(
     torch.manual_seed(train_cfg.seed)
     template = get_template(cfg.template, cfg.system)
     skips = SkipReport()
-    conversations = load_conversations(data, skip_invalid=cfg.skip_invalid, skips=skips)
+    located = located_conversations(data, skip_invalid=cfg.skip_invalid, skips=skips)
     model, tokenizer = prepare_model(base_run, template, cfg.lora, log)
     context = model.cfg.context_length
-    parts = split_items(conversations, cfg.split, seed=train_cfg.seed)
+    parts = split_items(located, cfg.split, seed=train_cfg.seed)
     examples = {
         name: encode_conversations(
-            p, template, tokenizer, context, on_overflow=cfg.on_overflow, skips=skips
+            [conv for _, conv in p],
+            template,
+            tokenizer,
+            context,
+            on_overflow=cfg.on_overflow,
+            skips=skips,
+            names=[where for where, _ in p],
         )
         for name, p in zip(("train", "val"), parts[:2], strict=True)
     }
     log(
-        f"data: {len(conversations)} conversations -> {len(examples['train'])} train, "
+        f"data: {len(located)} conversations -> {len(examples['train'])} train, "
         f"{len(examples['val'])} validation, {len(parts[2])} held out; {skips.summary()}"
     )
     pad_id = tokenizer.eot_id if tokenizer.eot_id is not None else 0
@@ -495,7 +512,7 @@ def finetune_instruct(
     resume_from = start_run(out, cfg.resume, settings, train_cfg, model, log)
     trainer = Trainer(model, train_cfg, loader, val_batches, run_dir=out, progress=progress)
     result = run_trainer(trainer, resume_from, log)
-    held_out = parts[2][: cfg.max_responses] if cfg.max_responses is not None else parts[2]
+    held_out = [conv for _, conv in parts[2][: cfg.max_responses]]  # [:None] = all
     sizes = {"train": len(examples["train"]), "val": len(examples["val"]), "test": len(held_out)}
     if result.stopped in INTERRUPTED:  # a checkpoint was saved; the rest waits for --resume
         return InstructReport(

@@ -53,6 +53,7 @@ class PreferencePair:
     prompt: list[Message]  # conversation up to the response
     chosen: str
     rejected: str
+    where: str = ""  # the file and line it came from, for messages
 
 
 def load_pairs(
@@ -67,7 +68,7 @@ def load_pairs(
             if prompt[-1]["role"] != "user":
                 raise DataError(f"{where}: the prompt's last message must be from the user")
             chosen, rejected = _string(record, "chosen", where), _string(record, "rejected", where)
-            out.append(PreferencePair(prompt, chosen, rejected))
+            out.append(PreferencePair(prompt, chosen, rejected, where))
         except DataError as exc:
             if not skip_invalid:
                 raise
@@ -91,7 +92,7 @@ def encode_pairs(
             conv = pair.prompt + [{"role": "assistant", "content": response}]
             sides.append(Example(*template.encode(tokenizer, conv)))
         if max(len(s.ids) for s in sides) > max_length + 1:
-            skips.add("longer than the context", f"pair {i}")
+            skips.add("longer than the context", pair.where or f"pair {i}")
             continue
         out.append((sides[0], sides[1]))
     return out
