@@ -1,6 +1,7 @@
 """Reading, checking, splitting and batching labelled text for classification."""
 
 import json
+import os
 from collections import Counter
 
 import numpy as np
@@ -51,6 +52,25 @@ def test_txt_is_text_only(tmp_path):
 def test_label_order_is_numeric_when_labels_are_integers():
     assert label_order(["10", "2", "1"]) == ["1", "2", "10"]
     assert label_order(["spam", "ham"]) == ["ham", "spam"]
+
+
+def test_label_order_does_not_depend_on_hash_seed():
+    """'1' and '01' are equal as numbers: the order (the class ids) must not follow set order."""
+    import subprocess
+    import sys
+
+    code = "from scratchllm.finetune.classify_data import label_order as o; print(o(['1','01','001','2']))"
+    outs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in range(6)
+    }
+    assert outs == {"['001', '01', '1', '2']\n"}
 
 
 @pytest.mark.parametrize(

@@ -205,7 +205,7 @@ def label_order(labels: Sequence[str]) -> list[str]:
     """The label set in a stable order: numerically when every label is an integer, else sorted."""
     unique = set(labels)
     if all(_is_int(x) for x in unique):
-        return sorted(unique, key=int)
+        return sorted(unique, key=lambda x: (int(x), x))  # "1" and "01": the text breaks the tie
     return sorted(unique)
 
 
