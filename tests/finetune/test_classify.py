@@ -98,6 +98,9 @@ def test_saved_run_predicts_like_the_trained_model(trained):
     assert right == pytest.approx(report.accuracy["test"])
     # batching (and so padding) does not change a text's probabilities
     np.testing.assert_allclose(clf.predict_proba(texts[:5], batch_size=1), probs[:5], atol=1e-5)
+    # an empty text has no token to read: an error, not a label read off a padding position
+    with pytest.raises(DataError, match=r"text 2 of 2 \(''\) is empty"):
+        clf.predict(["a cat", ""])
 
 
 def test_load_classifier_refuses_a_plain_run(tmp_path):
