@@ -215,3 +215,9 @@ def test_a_quoted_text_over_several_lines_is_named_by_its_first_line(tmp_path):
         read_examples(path)
     path = _write(tmp_path / "q.csv", 'text,label\n"two\nlines",x\nok,y\n')
     assert [e.where for e in read_examples(path)] == [f"{path}:2", f"{path}:4"]
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("text,label\nhi,ham\n".encode("utf-8-sig"))
+    assert [(e.text, e.label) for e in read_examples(path)] == [("hi", "ham")]

@@ -79,7 +79,7 @@ def read_examples(
     if not path.is_file():
         raise DataError(f"{path}: data file not found")
     fmt = detect_format(path, columns.format)
-    text = decode_text(path.read_bytes(), str(path))
+    text = decode_text(path.read_bytes(), str(path)).removeprefix("\ufeff")  # BOM (Excel)
     if fmt == "jsonl":
         rows = _jsonl_rows(path, text, columns, labels)
     elif fmt == "txt":
