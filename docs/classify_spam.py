@@ -80,7 +80,12 @@ def main() -> None:
     else:
         texts = [e.text for e in splits.train]
         model, tokenizer = scratch_backbone(
-            args.kind, texts, vocab_size=args.vocab_size, context_length=128, overrides=MODEL
+            args.kind,
+            texts,
+            vocab_size=args.vocab_size,
+            context_length=128,
+            overrides=MODEL,
+            seed=args.seed,
         )
     cfg = TrainConfig(
         batch_size=16,

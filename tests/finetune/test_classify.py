@@ -183,6 +183,18 @@ def test_classification_metrics():
     assert m["per_class"]["b"]["precision"] == 0.5 and m["per_class"]["c"]["recall"] == 1.0
 
 
+def test_cli_from_scratch_is_reproducible_with_its_seed(digits, tmp_path, capsys):
+    """--seed fixes the initial weights too: two runs in one process write the same model."""
+    args = ["finetune", "classify", "--from-scratch", "gpt", "--data", str(digits)]
+    args += ["--vocab-size", "300", "--epochs", "1", "--batch-size", "16", "--lr", "3e-3"]
+    args += ["--trainable", "all", "--device", "cpu", "--no-progress"]
+    for name in ("a", "b"):
+        assert main([*args, "--out", str(tmp_path / name)]) == 0
+    weights = [(tmp_path / name / "model.safetensors").read_bytes() for name in ("a", "b")]
+    assert weights[0] == weights[1]
+    capsys.readouterr()
+
+
 def test_cli_finetune_then_classify(digits, tmp_path, capsys):
     run = tmp_path / "clf"
     args = ["finetune", "classify", "--from-scratch", "gpt", "--data", str(digits)]
