@@ -4,7 +4,11 @@ Run once and record the printed figures in docs/classify.md (too slow for `make 
 
     .venv/bin/python docs/classify_spam.py --kind gpt --out runs/spam-gpt
     .venv/bin/python docs/classify_spam.py --kind encoder --out runs/spam-encoder
-    .venv/bin/python docs/classify_spam.py --kind gpt --pretrain --out runs/spam-gpt-pretrained
+    .venv/bin/python docs/classify_spam.py --kind gpt --pretrain --pretrain-steps 818 \
+        --out runs/spam-gpt-pre
+
+The pretrained base is written to OUT-base (runs/spam-gpt-pre-base). ``--pretrain-seconds``
+fits the number of steps to a time budget instead, so its figures depend on the machine's speed.
 """
 
 from __future__ import annotations
@@ -23,16 +27,19 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sms-spam-colle
 MODEL = {"n_embd": 64, "n_layer": 2, "n_head": 4, "dropout": 0.1}
 
 
-def pretrained_gpt(run_dir: Path, seconds: float) -> tuple[object, object]:
-    """A small GPT pretrained on the built-in corpus with our own pipeline, then loaded back."""
+def pretrained_gpt(
+    run_dir: Path, seconds: float, steps: int | None = None
+) -> tuple[object, object]:
+    """A small GPT pretrained on the built-in corpus with our own pipeline, then loaded back:
+    ``steps`` optimizer steps, or as many as fit in ``seconds`` when ``steps`` is None."""
     from scratchllm.data.sources import read_text_sources
     from scratchllm.finetune.classify import load_backbone
     from scratchllm.train.pretrain import pretrain
 
     overrides = {**MODEL, "context_length": 128, "dropout": 0.0}
     cfg = TrainConfig(
-        max_steps=100_000,
-        max_seconds=seconds,
+        max_steps=steps or 100_000,
+        max_seconds=None if steps else seconds,
         batch_size=16,
         lr=2e-3,
         min_lr=2e-4,
@@ -50,6 +57,9 @@ def main() -> None:
     ap.add_argument("--kind", choices=("gpt", "encoder"), default="gpt")
     ap.add_argument("--pretrain", action="store_true", help="pretrain the GPT on 'builtin' first")
     ap.add_argument("--pretrain-seconds", type=float, default=300.0)
+    ap.add_argument(
+        "--pretrain-steps", type=int, default=None, help="fixed length (reproducible figures)"
+    )
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--vocab-size", type=int, default=2048)
@@ -64,11 +74,18 @@ def main() -> None:
     columns = Columns(text="1", label="0", header=False)
     splits = load_splits(DATA, columns=columns, balanced=True, seed=args.seed)
     if args.pretrain:
-        model, tokenizer = pretrained_gpt(Path(args.out + "-base"), args.pretrain_seconds)
+        model, tokenizer = pretrained_gpt(
+            Path(args.out + "-base"), args.pretrain_seconds, args.pretrain_steps
+        )
     else:
         texts = [e.text for e in splits.train]
         model, tokenizer = scratch_backbone(
-            args.kind, texts, vocab_size=args.vocab_size, context_length=128, overrides=MODEL
+            args.kind,
+            texts,
+            vocab_size=args.vocab_size,
+            context_length=128,
+            overrides=MODEL,
+            seed=args.seed,
         )
     cfg = TrainConfig(
         batch_size=16,

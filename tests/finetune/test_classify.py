@@ -98,6 +98,9 @@ def test_saved_run_predicts_like_the_trained_model(trained):
     assert right == pytest.approx(report.accuracy["test"])
     # batching (and so padding) does not change a text's probabilities
     np.testing.assert_allclose(clf.predict_proba(texts[:5], batch_size=1), probs[:5], atol=1e-5)
+    # an empty text has no token to read: an error, not a label read off a padding position
+    with pytest.raises(DataError, match=r"text 2 of 2 \(''\) is empty"):
+        clf.predict(["a cat", ""])
 
 
 def test_load_classifier_refuses_a_plain_run(tmp_path):
@@ -178,6 +181,18 @@ def test_classification_metrics():
     assert m["confusion"] == [[2, 1, 0], [0, 1, 1], [0, 0, 1]]
     assert m["per_class"]["a"] == {"precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3}
     assert m["per_class"]["b"]["precision"] == 0.5 and m["per_class"]["c"]["recall"] == 1.0
+
+
+def test_cli_from_scratch_is_reproducible_with_its_seed(digits, tmp_path, capsys):
+    """--seed fixes the initial weights too: two runs in one process write the same model."""
+    args = ["finetune", "classify", "--from-scratch", "gpt", "--data", str(digits)]
+    args += ["--vocab-size", "300", "--epochs", "1", "--batch-size", "16", "--lr", "3e-3"]
+    args += ["--trainable", "all", "--device", "cpu", "--no-progress"]
+    for name in ("a", "b"):
+        assert main([*args, "--out", str(tmp_path / name)]) == 0
+    weights = [(tmp_path / name / "model.safetensors").read_bytes() for name in ("a", "b")]
+    assert weights[0] == weights[1]
+    capsys.readouterr()
 
 
 def test_cli_finetune_then_classify(digits, tmp_path, capsys):

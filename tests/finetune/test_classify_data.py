@@ -1,6 +1,7 @@
 """Reading, checking, splitting and batching labelled text for classification."""
 
 import json
+import os
 from collections import Counter
 
 import numpy as np
@@ -51,6 +52,25 @@ def test_txt_is_text_only(tmp_path):
 def test_label_order_is_numeric_when_labels_are_integers():
     assert label_order(["10", "2", "1"]) == ["1", "2", "10"]
     assert label_order(["spam", "ham"]) == ["ham", "spam"]
+
+
+def test_label_order_does_not_depend_on_hash_seed():
+    """'1' and '01' are equal as numbers: the order (the class ids) must not follow set order."""
+    import subprocess
+    import sys
+
+    code = "from scratchllm.finetune.classify_data import label_order as o; print(o(['1','01','001','2']))"
+    outs = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in range(6)
+    }
+    assert outs == {"['001', '01', '1', '2']\n"}
 
 
 @pytest.mark.parametrize(
@@ -135,3 +155,69 @@ def test_batches_are_right_padded_with_masks():
     assert x.tolist() == [[8, 0, 0], [5, 6, 7]]
     assert mask.tolist() == [[1, 0, 0], [1, 1, 1]]
     assert y.tolist() == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "columns", "pattern"),
+    [
+        # an unquoted comma in a CSV text would otherwise shift the label ('world', not 'spam')
+        (
+            "c.csv",
+            "text,label\nhi,ham\nhello, world,spam\n",
+            Columns(),
+            r"c\.csv:3: row has 3 fields, the header has 2",
+        ),
+        # a tab inside a TSV message would otherwise cut the text short without a word
+        (
+            "t.tsv",
+            "ham\tsee you\nspam\twin\tnow\n",
+            Columns("1", "0", False),
+            r"t\.tsv:2: row has 3 fields, the first row has 2",
+        ),
+    ],
+)
+def test_rows_with_another_number_of_fields_are_named(tmp_path, name, content, columns, pattern):
+    with pytest.raises(DataError, match=pattern):
+        read_examples(_write(tmp_path / name, content), columns)
+
+
+@pytest.mark.parametrize("sep", ["\u2028", "\u2029", "\x85", "\x0c", "\x1e"])
+def test_only_newlines_end_a_record(tmp_path, sep):
+    """Unicode line separators inside a text are text, as in any CSV/JSON Lines reader (json.dumps
+    with ensure_ascii=False writes U+2028 raw); the lines counted are those an editor shows."""
+    text = f"win{sep}now"
+    tsv = _write(tmp_path / "s.tsv", f"ham\tsee you\nspam\t{text}\nham\tok\n")
+    got = read_examples(tsv, Columns("1", "0", False))
+    assert [(e.text, e.where) for e in got][1:] == [(text, f"{tsv}:2"), ("ok", f"{tsv}:3")]
+    csv_file = _write(tmp_path / "s.csv", f"text,label\n{text},spam\nok,ham\n")
+    assert [e.text for e in read_examples(csv_file)] == [text, "ok"]
+    records = [{"text": text, "label": "spam"}, {"text": "ok", "label": "ham"}]
+    jsonl = _write(
+        tmp_path / "s.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    )
+    got = read_examples(jsonl)
+    assert [(e.text, e.where) for e in got] == [(text, f"{jsonl}:1"), ("ok", f"{jsonl}:2")]
+
+
+def test_windows_line_endings(tmp_path):
+    path = tmp_path / "w.csv"
+    path.write_bytes(b"text,label\r\nhi,ham\r\nwin now,spam\r\n")
+    got = read_examples(path)
+    assert [(e.text, e.label, e.where) for e in got] == [
+        ("hi", "ham", f"{path}:2"),
+        ("win now", "spam", f"{path}:3"),
+    ]
+
+
+def test_a_quoted_text_over_several_lines_is_named_by_its_first_line(tmp_path):
+    path = _write(tmp_path / "q.csv", 'text,label\n"two\nlines",x\n"",y\n')
+    with pytest.raises(DataError, match=r"q\.csv:4: empty text"):
+        read_examples(path)
+    path = _write(tmp_path / "q.csv", 'text,label\n"two\nlines",x\nok,y\n')
+    assert [e.where for e in read_examples(path)] == [f"{path}:2", f"{path}:4"]
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_column(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes("text,label\nhi,ham\n".encode("utf-8-sig"))
+    assert [(e.text, e.label) for e in read_examples(path)] == [("hi", "ham")]

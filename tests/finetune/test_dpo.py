@@ -13,6 +13,7 @@ from scratchllm.finetune.lora import LoRAConfig
 from scratchllm.finetune.preference import (
     DPOConfig,
     DPOObjective,
+    disable_dropout,
     dpo_loss,
     finetune_dpo,
     load_pairs,
@@ -56,13 +57,13 @@ def test_bad_pairs(tmp_path):
             ]
         )
     )
-    with pytest.raises(DataError, match=r"p.json record 1: field 'rejected' is missing"):
+    with pytest.raises(DataError, match=r"p\.json:1 \(record 2\): field 'rejected' is missing"):
         load_pairs(path)
     skips = SkipReport()
     assert len(load_pairs(path, skip_invalid=True, skips=skips)) == 1 and skips.total == 1
 
 
-def _toy(tmp_path):
+def _toy(tmp_path, dropout=0.0):
     """Prompts 'colour N', chosen 'yes N', rejected 'no N'; a random tiny base model."""
     rng = random.Random(0)
     records = [
@@ -71,7 +72,14 @@ def _toy(tmp_path):
     ]
     (tmp_path / "pairs.json").write_text(json.dumps(records))
     tok = BPETokenizer.train("Reverse. ### Instruction: colour ### Response: yes no " * 5, 300)
-    cfg = ModelConfig(vocab_size=tok.vocab_size, context_length=48, n_embd=32, n_layer=2, n_head=4)
+    cfg = ModelConfig(
+        vocab_size=tok.vocab_size,
+        context_length=48,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        dropout=dropout,
+    )
     torch.manual_seed(0)
     save_run(tmp_path / "base", GPTModel(cfg), cfg, tok)
     return tmp_path / "base", tmp_path / "pairs.json"
@@ -155,3 +163,41 @@ def test_cli_prints_each_line_once(tmp_path, capsys):
     assert out.count("val loss") == 1  # the one evaluation, logged as it happened
     assert "{" not in out  # no Python dicts
     assert "64 train, 16 validation" in out
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"beta": 0.0}, "beta=0.0 must be > 0"), ({"split": (0.5, 0.5, 0.5)}, "sum to 1")],
+)
+def test_bad_settings_stop_before_anything_is_loaded(kwargs, match):
+    """Settings are checked when the config is made, not after the data and the model load."""
+    with pytest.raises(ConfigError, match=match):
+        DPOConfig(**kwargs)
+
+
+def test_disable_dropout_makes_training_mode_deterministic():
+    cfg = ModelConfig(vocab_size=64, context_length=16, n_embd=32, n_layer=2, n_head=4, dropout=0.5)
+    model = GPTModel(cfg)
+    idx = torch.randint(0, 64, (2, 16))
+    with torch.no_grad():
+        assert not torch.equal(model.train()(idx), model.eval()(idx))
+        disable_dropout(model)
+        torch.testing.assert_close(model.train()(idx), model.eval()(idx))
+
+
+@pytest.mark.parametrize(
+    "lora", [None, LoRAConfig(r=4, alpha=8, dropout=0.3)], ids=["full", "lora"]
+)
+def test_policy_scores_without_dropout(tmp_path, lora):
+    """A base trained with dropout: the policy's rewards measure preference, not dropout noise.
+    With a negligible learning rate the policy stays the reference, so every reward is ~0."""
+    torch.set_num_threads(1)
+    base, data = _toy(tmp_path, dropout=0.3)
+    cfg = DPOConfig(beta=1.0, system="Reverse.", split=(0.8, 0.2, 0.0), lora=lora)
+    train = _train(4, lr=1e-12)
+    train.eval_interval = 4
+    report = finetune_dpo(
+        base, data, tmp_path / "o", cfg, train, progress=False, log=lambda m: None
+    )
+    last = report.evals[-1]
+    assert abs(last["train_reward_chosen"]) < 1e-4 and abs(last["train_reward_rejected"]) < 1e-4

@@ -317,7 +317,7 @@ def test_cli_help_and_one_line_errors(tmp_path, capsys):
         ]
     )
     err = capsys.readouterr().err
-    assert code == 2 and "bad.json record 0: field 'output' is missing" in err
+    assert code == 2 and "bad.json:1 (record 1): field 'output' is missing" in err
     assert main(["lora", "merge", "--run", str(tmp_path)]) == 2
 
 
@@ -354,3 +354,88 @@ def test_shared_instruction_data_loads_and_splits(shared_data):
 
     pairs = load_pairs(shared_data / "instruction-data-with-preference.json")
     assert len(pairs) == 1100 and all(p.chosen != p.rejected for p in pairs[:50])
+
+
+@pytest.mark.parametrize(
+    ("content", "pattern"),
+    [
+        ("[]", r"e\.json: no records"),
+        ("  \n", r"e\.json: no records"),
+        (
+            '{\n  "instruction": "a",\n  "output": "b"\n}\n',
+            r"e\.json: one JSON object, not a list of records: .*JSON array.*JSON Lines",
+        ),
+        ('[{"instruction": "a", "output": "b"},\n {"oops"}]', r"e\.json:2: invalid JSON"),
+    ],
+)
+def test_empty_or_misshapen_files_are_named(tmp_path, content, pattern):
+    (tmp_path / "e.json").write_text(content)
+    with pytest.raises(DataError, match=pattern):
+        load_conversations(tmp_path / "e.json")
+
+
+def test_json_array_errors_name_the_line_and_record(tmp_path):
+    records = [{"instruction": "a", "output": "b"}] * 2 + [{"instruction": "c"}]
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(records, indent=2))  # the third record starts on line 10
+    with pytest.raises(DataError, match=r"d\.json:10 \(record 3\): field 'output' is missing"):
+        load_conversations(path)
+    skips = SkipReport()
+    assert len(load_conversations(path, skip_invalid=True, skips=skips)) == 2
+    assert skips.counts == {"field 'output' is missing": 1}
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path):
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps([{"instruction": "a", "output": "b"}]).encode())
+    assert len(load_conversations(path)) == 1
+
+
+def test_json_lines_records_may_hold_unicode_line_separators(tmp_path):
+    records = [{"instruction": "a\u2028b", "output": "c\x85d"}, {"instruction": "e", "output": "f"}]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    convs = load_conversations(path)
+    assert [c[0]["content"] for c in convs] == ["a\u2028b", "e"]
+    assert convs[0][1]["content"] == "c\x85d"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"split": (0.9, 0.2, 0.1)}, "sum to 1"), ({"on_overflow": "drop"}, "on_overflow='drop'")],
+)
+def test_instruct_config_checks_split_and_overflow_up_front(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        InstructConfig(**kwargs)
+
+
+def test_a_record_longer_than_the_context_is_named_by_file_and_line(tmp_path, tok):
+    cfg = ModelConfig(vocab_size=tok.vocab_size, context_length=48, n_embd=16, n_layer=1, n_head=2)
+    save_run(tmp_path / "base", GPTModel(cfg), cfg, tok)
+    records = [{"instruction": "word", "output": "words"}] * 6
+    records[3] = {"instruction": "word " * 60, "output": "words"}
+    data = _write(tmp_path / "d.jsonl", records, jsonl=True)
+    settings = InstructConfig(system="Reverse.", split=(1.0, 0.0, 0.0), on_overflow="error")
+    train = TrainConfig(max_steps=1, batch_size=2, device="cpu")
+    with pytest.raises(DataError, match=r"d\.jsonl:4: longer than the context"):
+        finetune_instruct(tmp_path / "base", data, tmp_path / "o", settings, train, log=print)
+    # skipped instead: the summary names the same line
+    lines = []
+    settings = InstructConfig(system="Reverse.", split=(1.0, 0.0, 0.0), max_responses=0)
+    finetune_instruct(
+        tmp_path / "base", data, tmp_path / "o", settings, train, log=lines.append, progress=False
+    )
+    assert any(
+        "skipped 1 record(s)" in m and "d.jsonl:4: longer than the context" in m for m in lines
+    )
+
+
+def test_dpo_pairs_longer_than_the_context_are_named_by_file_and_line(tmp_path, tok):
+    from scratchllm.finetune.preference import encode_pairs, load_pairs
+
+    records = [{"instruction": "word", "chosen": "words", "rejected": "word"}] * 3
+    records[1] = {"instruction": "word", "chosen": "words " * 60, "rejected": "word"}
+    pairs = load_pairs(_write(tmp_path / "p.json", records))
+    skips = SkipReport()
+    assert len(encode_pairs(pairs, get_template("alpaca", "Reverse."), tok, 48, skips)) == 2
+    assert "p.json:1 (record 2): longer than the context" in skips.summary()

@@ -114,3 +114,39 @@ def test_adapter_round_trip(tmp_path):
         torch.testing.assert_close(fresh(idx), expected)
     with pytest.raises(CheckpointError, match="does not fit"):
         load_adapter(_model("tiny-llama"), tmp_path)
+
+
+def test_merging_an_adapter_on_a_tied_head_saves_and_loads_as_it_computes(tmp_path):
+    from scratchllm.tokenizer import BPETokenizer
+    from scratchllm.train.checkpoint import load_run, save_run
+
+    tok = BPETokenizer.train("hello world", 260)
+    torch.manual_seed(0)
+    model = GPTModel(get_preset("tiny", dropout=0.0, vocab_size=tok.vocab_size)).eval()
+    assert model.cfg.tie_embeddings
+    apply_lora(model, targets=["lm_head", "attn"], r=4, alpha=8)
+    _randomise_b(model)
+    idx = torch.randint(0, tok.vocab_size, (2, 9))
+    with torch.no_grad():
+        unmerged = model(idx)
+    merge_lora(model)
+    assert not model.cfg.tie_embeddings  # the head now differs from the embedding
+    save_run(tmp_path, model, model.cfg, tok)
+    with torch.no_grad():
+        reloaded = load_run(tmp_path).model.eval()(idx)
+    torch.testing.assert_close(reloaded, unmerged, atol=1e-5, rtol=1e-5)
+
+
+def test_merging_untouched_tied_weights_keeps_them_tied():
+    model = _model()
+    apply_lora(model, r=4, alpha=8)  # attn and mlp only
+    merge_lora(model)
+    assert model.cfg.tie_embeddings and model.lm_head.weight is model.embed.wte.weight
+
+
+def test_applying_lora_twice_is_refused():
+    model = _model()
+    apply_lora(model, r=2, alpha=2)
+    with pytest.raises(ConfigError, match=r"already has LoRA adapters on 8 layer\(s\)"):
+        apply_lora(model, r=2, alpha=2)
+    assert all(p.requires_grad for n, p in model.named_parameters() if ".lora_" in n)

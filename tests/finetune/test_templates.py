@@ -113,6 +113,7 @@ def test_save_and_load(tmp_path):
         ([], "non-empty list"),
         ([{"role": "bot", "content": "x"}], "role 'bot'"),
         ([{"role": "user", "content": 3}], "'content' must be a string"),
+        ([{"role": "user"}], "message 0 field 'content' is missing"),
         (["hi"], "must be an object"),
     ],
 )

@@ -202,6 +202,7 @@ def run_classify(args: argparse.Namespace) -> int:
             vocab_size=args.vocab_size,
             context_length=args.max_length or 128,
             overrides={k: v for k, v in sizes.items() if v is not None},
+            seed=args.seed,
         )
     lr = args.lr or (FROM_SCRATCH_LR if args.from_scratch else BASE_LR)
     cfg = TrainConfig(

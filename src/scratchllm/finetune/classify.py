@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from scratchllm.errors import CheckpointError, ConfigError
+from scratchllm.errors import CheckpointError, ConfigError, DataError
 from scratchllm.finetune.classify_data import ClassifyDataset, Encoding, encode_texts
 from scratchllm.model import EncoderModel, GPTModel, ModelConfig
 from scratchllm.model.heads import last_token
@@ -243,6 +243,12 @@ class LoadedClassifier:
     @torch.no_grad()
     def predict_proba(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         """Class probabilities [len(texts), num_classes], columns in ``labels`` order."""
+        empty = [i for i, text in enumerate(texts) if not text.strip()]
+        if empty:  # as in training data; a GPT would read its label off a padding position
+            i = empty[0]
+            raise DataError(
+                f"text {i + 1} of {len(texts)} ({texts[i]!r}) is empty: nothing to classify"
+            )
         ids = encode_texts(self.tokenizer, texts, self.config.encoding)
         return predict_proba(self.model, ClassifyDataset(ids, None, self.config.pad_id), batch_size)
 

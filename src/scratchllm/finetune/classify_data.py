@@ -9,6 +9,7 @@ Every record keeps ``where`` ("file:line"), so a bad record is reported by file,
 from __future__ import annotations
 
 import csv
+import io
 import json
 import sys
 from collections import Counter
@@ -78,13 +79,13 @@ def read_examples(
     if not path.is_file():
         raise DataError(f"{path}: data file not found")
     fmt = detect_format(path, columns.format)
-    text = decode_text(path.read_bytes(), str(path))
+    text = decode_text(path.read_bytes(), str(path)).removeprefix("\ufeff")  # BOM (Excel)
     if fmt == "jsonl":
         rows = _jsonl_rows(path, text, columns, labels)
     elif fmt == "txt":
         if labels:
             raise DataError(f"{path}: a .txt file has no labels; use CSV, TSV or JSON Lines")
-        rows = [(t, None, f"{path}:{i}") for i, t in enumerate(text.splitlines(), 1) if t.strip()]
+        rows = [(t, None, f"{path}:{i}") for i, t in enumerate(text_lines(text), 1) if t.strip()]
     else:
         rows = _table_rows(path, text, fmt, columns, labels)
     examples = []
@@ -102,9 +103,15 @@ def read_examples(
     return examples
 
 
+def text_lines(text: str) -> list[str]:
+    """Lines ended by \\n, \\r\\n or \\r only: ``str.splitlines`` also splits at U+2028, U+0085,
+    form feeds and other separators, which are ordinary characters inside a record's text."""
+    return [line.rstrip("\r\n") for line in io.StringIO(text, newline="")]
+
+
 def _jsonl_rows(path: Path, text: str, columns: Columns, labels: bool) -> list[tuple]:
     rows = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(text_lines(text), start=1):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
@@ -137,7 +144,7 @@ def _table_rows(path: Path, text: str, fmt: str, columns: Columns, labels: bool)
         {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if fmt == "tsv" else {"delimiter": ","}
     )
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
-    reader = csv.reader(text.splitlines(keepends=True), **options)
+    reader = csv.reader(io.StringIO(text, newline=""), **options)
     header = columns.header
     wanted = [columns.text, columns.label] if labels else [columns.text]
     if header is None:
@@ -159,17 +166,36 @@ def _table_rows(path: Path, text: str, fmt: str, columns: Columns, labels: bool)
             raise DataError(f"{path}: without a header row, columns must be 0-based indices")
         index = [int(c) for c in wanted]
         records = [(1, first)]
-    records += [(reader.line_num, row) for row in reader]
+    while True:  # a quoted CSV text may span lines: name the line where the record starts
+        start = reader.line_num + 1
+        row = next(reader, None)
+        if row is None:
+            break
+        records.append((start, row))
+    expected = (len(first), "the header" if header else "the first row")
     rows = []
     for lineno, row in records:
         if not row or not any(cell.strip() for cell in row):
             continue
         where = f"{path}:{lineno}"
+        if len(row) != expected[0]:
+            hint = ""
+            if len(row) > expected[0]:
+                hint = (
+                    " (a tab inside a text?)" if fmt == "tsv" else " (an unquoted ',' in a text?)"
+                )
+            raise DataError(
+                f"{where}: row has {_fields(len(row))}, {expected[1]} has {expected[0]}{hint}"
+            )
         if max(index) >= len(row):
             col = wanted[index.index(max(index))]
-            raise DataError(f"{where}: row has {len(row)} field(s), no column {col!r}")
+            raise DataError(f"{where}: row has {_fields(len(row))}, no column {col!r}")
         rows.append((row[index[0]], row[index[1]] if labels else None, where))
     return rows
+
+
+def _fields(n: int) -> str:
+    return f"{n} field" if n == 1 else f"{n} fields"
 
 
 # -------------------------------------------------------------------------- labels and splits
@@ -179,7 +205,7 @@ def label_order(labels: Sequence[str]) -> list[str]:
     """The label set in a stable order: numerically when every label is an integer, else sorted."""
     unique = set(labels)
     if all(_is_int(x) for x in unique):
-        return sorted(unique, key=int)
+        return sorted(unique, key=lambda x: (int(x), x))  # "1" and "01": the text breaks the tie
     return sorted(unique)
 
 

@@ -115,8 +115,12 @@ def scratch_backbone(
     vocab_size: int = 2048,
     context_length: int = 128,
     overrides: dict[str, Any] | None = None,
+    seed: int = 0,
 ) -> tuple[nn.Module, Any]:
-    """A randomly initialised GPT or encoder and a BPE tokenizer trained on ``texts``."""
+    """A randomly initialised GPT or encoder and a BPE tokenizer trained on ``texts``.
+
+    The initial weights come from ``seed`` alone (the caller's random state is left as it was),
+    so a from-scratch run is reproducible."""
     from scratchllm.tokenizer import BPETokenizer
 
     if kind not in ("gpt", "encoder"):
@@ -131,7 +135,10 @@ def scratch_backbone(
             "context_length": context_length,
         },
     )
-    return (GPTModel if kind == "gpt" else EncoderModel)(cfg), tokenizer
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = (GPTModel if kind == "gpt" else EncoderModel)(cfg)
+    return model, tokenizer
 
 
 def special_ids(tokenizer: Any, architecture: str) -> tuple[int, int | None]:

@@ -79,31 +79,71 @@ class SkipReport:
 
 
 def read_records(path: str | Path) -> list[tuple[str, Any]]:
-    """``(where, record)`` pairs from a JSON array or a JSON Lines file."""
+    """``(where, record)`` pairs from a JSON array or a JSON Lines file.
+
+    ``where`` names the file and line: ``data.jsonl:7``, or for an array ``data.json:12 (record
+    4)``, the line where the record starts and its 1-based position.
+    """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a byte-order mark is not part of the JSON
     except FileNotFoundError:
         raise DataError(f"{path}: data file not found") from None
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text ({exc})") from None
     if text.lstrip().startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
-        return [(f"{path} record {i}", r) for i, r in enumerate(data)]
+        records = _array_records(path, text)
+    else:
+        records = _json_lines(path, text)
+    if not records:
+        raise DataError(f"{path}: no records (expected a JSON array or JSON Lines)")
+    return records
+
+
+def _array_records(path: Path, text: str) -> list[tuple[str, Any]]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg}") from None
+    assert isinstance(data, list)  # the text starts with "[" and parsed
+    # The text is valid JSON: walk it once more to find the line on which each record starts.
+    decoder, space = json.JSONDecoder(), re.compile(r"[ \t\n\r]*")
+    pos, line, counted = space.match(text, text.index("[") + 1).end(), 1, 0
+    out = []
+    for i, record in enumerate(data):
+        line += text.count("\n", counted, pos)
+        counted = pos
+        out.append((f"{path}:{line} (record {i + 1})", record))
+        _, end = decoder.raw_decode(text, pos)
+        pos = space.match(text, end).end()
+        pos = space.match(text, pos + 1).end()  # past the ',' (or the closing ']')
+    return out
+
+
+def _json_lines(path: Path, text: str) -> list[tuple[str, Any]]:
+    from scratchllm.finetune.classify_data import text_lines
+
     records = []
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(text_lines(text), 1):
         if not line.strip():
             continue
         try:
             records.append((f"{path}:{lineno}", json.loads(line)))
         except json.JSONDecodeError as exc:
+            if not records and _one_object(text):
+                raise DataError(
+                    f"{path}: one JSON object, not a list of records: give a JSON array "
+                    "([{...}, {...}]) or JSON Lines (one record per line)"
+                ) from None
             raise DataError(f"{path}:{lineno}: invalid JSON: {exc.msg}") from None
-    if not records:
-        raise DataError(f"{path}: no records (expected a JSON array or JSON Lines)")
     return records
+
+
+def _one_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except json.JSONDecodeError:
+        return False
 
 
 def _string(record: dict, key: str, where: str, *, required: bool = True) -> str:
@@ -148,10 +188,17 @@ def load_conversations(
     path: str | Path, *, skip_invalid: bool = False, skips: SkipReport | None = None
 ) -> list[list[Message]]:
     """Conversations from a data file; an invalid record raises unless ``skip_invalid``."""
+    return [conv for _, conv in located_conversations(path, skip_invalid=skip_invalid, skips=skips)]
+
+
+def located_conversations(
+    path: str | Path, *, skip_invalid: bool = False, skips: SkipReport | None = None
+) -> list[tuple[str, list[Message]]]:
+    """``(where, conversation)`` pairs: ``where`` names the file and line of each record."""
     out = []
     for where, record in read_records(path):
         try:
-            out.append(record_to_conversation(record, where))
+            out.append((where, record_to_conversation(record, where)))
         except DataError as exc:
             if not skip_invalid:
                 raise
@@ -163,12 +210,23 @@ def _reason(exc: Exception) -> str:
     return str(exc).split(": ", 1)[-1]
 
 
+def check_split(fractions: Sequence[float]) -> None:
+    """Train / validation / test fractions: three numbers >= 0 that sum to 1."""
+    if (
+        len(fractions) != 3
+        or any(f < 0 for f in fractions)
+        or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6)
+    ):
+        raise ConfigError(
+            f"split fractions {list(fractions)} must be three numbers >= 0 that sum to 1"
+        )
+
+
 def split_items(
     items: Sequence[Any], fractions: Sequence[float] = (0.85, 0.05, 0.10), seed: int = 0
 ) -> list[list[Any]]:
-    """Seeded shuffle, then cut into len(fractions) parts (the last takes the remainder)."""
-    if any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0, abs_tol=1e-6):
-        raise ConfigError(f"split fractions {list(fractions)} must be >= 0 and sum to 1")
+    """Seeded shuffle, then cut into train / validation / test (the last takes the remainder)."""
+    check_split(fractions)
     order = np.random.default_rng(seed).permutation(len(items))
     bounds = np.round(np.cumsum(fractions) * len(items)).astype(int)
     parts, start = [], 0
@@ -195,8 +253,12 @@ def encode_conversations(
     *,
     on_overflow: str = "skip",
     skips: SkipReport | None = None,
+    names: Sequence[str] | None = None,
 ) -> list[Example]:
-    """Encode; a conversation needing more than ``max_length + 1`` ids follows ``on_overflow``."""
+    """Encode; a conversation needing more than ``max_length + 1`` ids follows ``on_overflow``.
+
+    ``names`` (e.g. ``data.json:12 (record 4)``) say where each conversation came from in
+    messages; without them a conversation is named by its position in ``conversations``."""
     if on_overflow not in OVERFLOW_POLICIES:
         raise ConfigError(f"on_overflow={on_overflow!r} must be one of {OVERFLOW_POLICIES}")
     skips = skips if skips is not None else SkipReport()
@@ -204,7 +266,7 @@ def encode_conversations(
     for i, conv in enumerate(conversations):
         ids, flags = template.encode(tokenizer, conv)
         if len(ids) > max_length + 1:
-            where = f"conversation {i}"
+            where = names[i] if names is not None else f"conversation {i}"
             reason = f"longer than the context ({len(ids) - 1} > {max_length} tokens)"
             if on_overflow == "error":
                 raise DataError(f"{where}: {reason}; shorten it or pass on_overflow='skip'")
@@ -292,7 +354,12 @@ class InstructConfig:
     judge_model: str = "judge"  # model name sent to the judge endpoint
     resume: bool = False  # continue from the newest checkpoint in the output directory
 
-    def __post_init__(self) -> None:
+    def __post_init__(self) -> None:  # checked before anything is loaded
+        check_split(self.split)
+        if self.on_overflow not in OVERFLOW_POLICIES:
+            raise ConfigError(
+                f"on_overflow={self.on_overflow!r} must be one of {OVERFLOW_POLICIES}"
+            )
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.max_responses is not None and self.max_responses < 0:
@@ -409,18 +476,24 @@ def finetune_instruct(
     torch.manual_seed(train_cfg.seed)
     template = get_template(cfg.template, cfg.system)
     skips = SkipReport()
-    conversations = load_conversations(data, skip_invalid=cfg.skip_invalid, skips=skips)
+    located = located_conversations(data, skip_invalid=cfg.skip_invalid, skips=skips)
     model, tokenizer = prepare_model(base_run, template, cfg.lora, log)
     context = model.cfg.context_length
-    parts = split_items(conversations, cfg.split, seed=train_cfg.seed)
+    parts = split_items(located, cfg.split, seed=train_cfg.seed)
     examples = {
         name: encode_conversations(
-            p, template, tokenizer, context, on_overflow=cfg.on_overflow, skips=skips
+            [conv for _, conv in p],
+            template,
+            tokenizer,
+            context,
+            on_overflow=cfg.on_overflow,
+            skips=skips,
+            names=[where for where, _ in p],
         )
         for name, p in zip(("train", "val"), parts[:2], strict=True)
     }
     log(
-        f"data: {len(conversations)} conversations -> {len(examples['train'])} train, "
+        f"data: {len(located)} conversations -> {len(examples['train'])} train, "
         f"{len(examples['val'])} validation, {len(parts[2])} held out; {skips.summary()}"
     )
     pad_id = tokenizer.eot_id if tokenizer.eot_id is not None else 0
@@ -439,7 +512,7 @@ def finetune_instruct(
     resume_from = start_run(out, cfg.resume, settings, train_cfg, model, log)
     trainer = Trainer(model, train_cfg, loader, val_batches, run_dir=out, progress=progress)
     result = run_trainer(trainer, resume_from, log)
-    held_out = parts[2][: cfg.max_responses] if cfg.max_responses is not None else parts[2]
+    held_out = [conv for _, conv in parts[2][: cfg.max_responses]]  # [:None] = all
     sizes = {"train": len(examples["train"]), "val": len(examples["val"]), "test": len(held_out)}
     if result.stopped in INTERRUPTED:  # a checkpoint was saved; the rest waits for --resume
         return InstructReport(

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,12 @@ def apply_lora(
     ``"blocks.0"`` the first block. A target that matches nothing raises, naming the layers.
     """
     LoRAConfig(r=r, alpha=alpha, dropout=dropout, targets=list(targets))
+    wrapped = [name for name, _ in lora_layers(model)]
+    if wrapped:  # a second pass would wrap the frozen base layers and freeze the first adapters
+        raise ConfigError(
+            f"the model already has LoRA adapters on {len(wrapped)} layer(s) (e.g. {wrapped[0]}); "
+            "merge them first (merge_lora) or start from the base model"
+        )
     for p in model.parameters():
         p.requires_grad_(False)
     found = [
@@ -172,13 +179,22 @@ def merge_lora(model: nn.Module) -> int:
     """Fold every adapter into its base weight and unwrap it; returns how many were merged.
 
     The merged model computes the same function (up to float rounding) with no extra matmuls, and
-    its state dict has the base model's names again, so it saves as an ordinary run. Parameters
-    are left trainable again as in a freshly built model.
+    its state dict has the base model's names again, so it saves as an ordinary run. An adapter on
+    a layer whose weight is shared (an output head tied to the token embedding) gives that layer
+    its own merged weight, and ``model.cfg.tie_embeddings`` becomes False so the run saves and
+    loads as it computes. Parameters are left trainable again as in a freshly built model.
     """
     layers = list(lora_layers(model))
+    uses = Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
+    untied = False
     for name, layer in layers:
         parent, child = _parent(model, name)
+        untied |= uses[id(layer.base.weight)] > 1  # e.g. an lm_head tied to the embedding
         setattr(parent, child, layer.merged())
+    cfg = getattr(model, "cfg", None)
+    if untied and getattr(cfg, "tie_embeddings", False):
+        # The merged head differs from the embedding now: saved as tied, one would be lost.
+        model.cfg = replace(cfg, tie_embeddings=False)
     for p in model.parameters():
         p.requires_grad_(True)
     return len(layers)

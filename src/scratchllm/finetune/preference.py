@@ -31,6 +31,7 @@ from scratchllm.finetune.instruct import (
     SkipReport,
     _reason,
     _string,
+    check_split,
     prepare_model,
     prompt_messages,
     read_records,
@@ -52,6 +53,7 @@ class PreferencePair:
     prompt: list[Message]  # conversation up to the response
     chosen: str
     rejected: str
+    where: str = ""  # the file and line it came from, for messages
 
 
 def load_pairs(
@@ -66,7 +68,7 @@ def load_pairs(
             if prompt[-1]["role"] != "user":
                 raise DataError(f"{where}: the prompt's last message must be from the user")
             chosen, rejected = _string(record, "chosen", where), _string(record, "rejected", where)
-            out.append(PreferencePair(prompt, chosen, rejected))
+            out.append(PreferencePair(prompt, chosen, rejected, where))
         except DataError as exc:
             if not skip_invalid:
                 raise
@@ -90,7 +92,7 @@ def encode_pairs(
             conv = pair.prompt + [{"role": "assistant", "content": response}]
             sides.append(Example(*template.encode(tokenizer, conv)))
         if max(len(s.ids) for s in sides) > max_length + 1:
-            skips.add("longer than the context", f"pair {i}")
+            skips.add("longer than the context", pair.where or f"pair {i}")
             continue
         out.append((sides[0], sides[1]))
     return out
@@ -221,6 +223,17 @@ class DPOObjective:
             model.train(was_training)
 
 
+def disable_dropout(model: nn.Module) -> nn.Module:
+    """Every dropout of ``model`` set to 0: ``nn.Dropout`` modules (LoRA's included) and the
+    attention modules' dropout on attention weights (their float ``dropout`` attribute)."""
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = 0.0
+        elif isinstance(getattr(m, "dropout", None), float):
+            m.dropout = 0.0
+    return model
+
+
 # ---------------------------------------------------------------------------------- training
 
 
@@ -233,6 +246,14 @@ class DPOConfig:
     skip_invalid: bool = False
     lora: LoRAConfig | None = None  # None = full weights with a frozen copy as the reference
     resume: bool = False
+    # Dropout off in the policy (as TRL does by default): the reference scores without dropout,
+    # so with it on the rewards would measure dropout noise, not preference.
+    disable_dropout: bool = True
+
+    def __post_init__(self) -> None:  # checked before the data and the base run are loaded
+        if not self.beta > 0:
+            raise ConfigError(f"DPO beta={self.beta} must be > 0")
+        check_split(self.split)
 
 
 @dataclass
@@ -275,6 +296,8 @@ def finetune_dpo(
     skips = SkipReport()
     pairs = load_pairs(data, skip_invalid=cfg.skip_invalid, skips=skips)
     model, tokenizer = prepare_model(base_run, template, cfg.lora, log)
+    if cfg.disable_dropout:
+        disable_dropout(model)
     context = model.cfg.context_length
     parts = split_items(pairs, cfg.split, seed=train_cfg.seed)
     encoded = {

@@ -57,6 +57,8 @@ def check_messages(messages: Any, where: str = "conversation") -> list[Message]:
         role, content = m.get("role"), m.get("content")
         if role not in ROLES:
             raise DataError(f"{where}: message {i} has role {role!r}; expected one of {ROLES}")
+        if "content" not in m:
+            raise DataError(f"{where}: message {i} field 'content' is missing")
         if not isinstance(content, str):
             raise DataError(
                 f"{where}: message {i} field 'content' must be a string, got "
