@@ -36,3 +36,17 @@ def test_pair_mask_with_wrong_shape_is_rejected():
             torch.zeros(2, 5, dtype=torch.long),
             attention_mask=torch.ones(2, 1, 5, 4, dtype=torch.bool),
         )
+
+
+def test_mask_shape_errors_speak_of_a_cache_only_when_there_is_one():
+    from scratchllm.model import EncoderModel, KVCache
+
+    for model in (GPTModel(get_preset("tiny")), EncoderModel(get_preset("tiny-bert"))):
+        with pytest.raises(ValueError, match=r"\[batch, T\] = \(2, 5\)") as info:
+            model(torch.zeros(2, 5, dtype=torch.long), attention_mask=torch.ones(2, 4))
+        assert "cached" not in str(info.value)
+    model = GPTModel(get_preset("tiny"))
+    cache = KVCache.for_config(model.cfg, batch_size=2, max_len=16)
+    model(torch.zeros(2, 3, dtype=torch.long), kv_cache=cache)
+    with pytest.raises(ValueError, match=r"\[batch, cached \+ new\] = \(2, 5\)"):
+        model(torch.zeros(2, 2, dtype=torch.long), kv_cache=cache, attention_mask=torch.ones(2, 2))

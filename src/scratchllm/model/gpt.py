@@ -89,10 +89,11 @@ def check_input(
         (idx.shape[0], start + t),
         pair_mask,
     ):
+        keys, queries = ("cached + new", "new") if start else ("T", "T")
         raise ValueError(
             f"attention_mask shape {tuple(attention_mask.shape)} must be "
-            f"[batch, cached + new] = {(idx.shape[0], start + t)} or [batch, 1, new, "
-            f"cached + new] = {pair_mask}"
+            f"[batch, {keys}] = {(idx.shape[0], start + t)} or [batch, 1, {queries}, "
+            f"{keys}] = {pair_mask}"
         )
     if position_ids is not None and tuple(position_ids.shape) not in ((t,), tuple(idx.shape)):
         raise ValueError(
