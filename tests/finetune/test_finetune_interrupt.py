@@ -125,6 +125,28 @@ def test_resume_with_other_settings_names_each_field(base, capsys, sigterm_at):
     assert "trained 8 steps" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("task", ["instruct", "dpo"])
+def test_resume_on_other_data_of_the_same_size_is_refused(base, capsys, sigterm_at, task):
+    out = base / "run"
+    sigterm_at(2)
+    assert main(_tune(task, base, out)) == 0
+    capsys.readouterr()
+    name = "pairs.json" if task == "dpo" else "sft.json"
+    records = json.loads((base / name).read_text())
+    key = "chosen" if task == "dpo" else "output"
+    records[0][key] = "gold" if records[0][key] != "gold" else "pink"  # one answer changed
+    (base / name).write_text(json.dumps(records))
+    assert main(_tune(task, base, out, "--resume")) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "data_sha256:" in err
+    # a run from before the fingerprint existed resumes as before
+    settings = json.loads((out / "finetune.json").read_text())
+    del settings["data_sha256"]
+    (out / "finetune.json").write_text(json.dumps(settings))
+    assert main(_tune(task, base, out, "--resume")) == 0
+    assert "resuming from" in capsys.readouterr().out
+
+
 def test_resume_of_a_lora_run_without_finetune_json_checks_the_rank(base, capsys, sigterm_at):
     """Runs started before finetune.json existed: the rank is read from the checkpoint."""
     out = base / "run"

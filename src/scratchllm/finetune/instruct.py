@@ -11,6 +11,7 @@ truncated or rejected, as ``on_overflow`` says. Nothing is dropped silently.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -243,6 +244,18 @@ def split_items(
 class Example:
     ids: list[int]  # the whole rendered conversation
     response: list[bool]  # per id: part of an assistant response (loss taken on it)
+
+
+def examples_sha256(examples: Sequence[Example | tuple[Example, ...]]) -> str:
+    """A fingerprint of encoded examples (ids and response flags, in order): `--resume` compares
+    it, so that other data of the same size is not taken for the run's own."""
+    digest = hashlib.sha256()
+    for item in examples:
+        for ex in item if isinstance(item, tuple) else (item,):
+            digest.update(len(ex.ids).to_bytes(4, "little"))
+            digest.update(b"".join(i.to_bytes(4, "little") for i in ex.ids))
+            digest.update(bytes(ex.response))
+    return digest.hexdigest()
 
 
 def encode_conversations(
@@ -508,6 +521,7 @@ def finetune_instruct(
         on_overflow=cfg.on_overflow,
         skip_invalid=cfg.skip_invalid,
         examples={"train": len(examples["train"]), "val": len(examples["val"])},
+        data_sha256=examples_sha256([*examples["train"], *examples["val"]]),
     )
     resume_from = start_run(out, cfg.resume, settings, train_cfg, model, log)
     trainer = Trainer(model, train_cfg, loader, val_batches, run_dir=out, progress=progress)

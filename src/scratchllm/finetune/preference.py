@@ -32,6 +32,7 @@ from scratchllm.finetune.instruct import (
     _reason,
     _string,
     check_split,
+    examples_sha256,
     prepare_model,
     prompt_messages,
     read_records,
@@ -321,6 +322,7 @@ def finetune_dpo(
         split=list(cfg.split),
         skip_invalid=cfg.skip_invalid,
         examples={"train": len(encoded["train"]), "val": len(encoded["val"])},
+        data_sha256=examples_sha256([*encoded["train"], *encoded["val"]]),
     )
     resume_from = start_run(out, cfg.resume, settings, train_cfg, model, log)
     evals: list[dict[str, float]] = []

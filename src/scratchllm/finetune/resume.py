@@ -1,7 +1,7 @@
 """Resuming a fine-tuning run: its settings are saved beside the checkpoints and checked first.
 
 A fine-tuning job writes ``finetune.json`` (the task's settings: base run, template, LoRA, data
-sizes, ...) into its output directory before training. ``--resume`` compares it, and the
+sizes and a sha256 of the encoded examples, ...) into its output directory before training. ``--resume`` compares it, and the
 ``train_config`` / ``model_config`` saved in the newest checkpoint's ``state.json``, with the new
 settings before anything is loaded, and names every field that differs with both values::
 
@@ -32,6 +32,8 @@ from scratchllm.train.config import RESUME_KEYS, TrainConfig
 from scratchllm.train.loop import Trainer, TrainResult
 
 SETTINGS_FILE = "finetune.json"
+# settings fields newer than some runs' finetune.json: compared only when the run saved them
+ADDED_LATER = ("data_sha256",)
 # How a run stops when it is not finished: it saved a checkpoint and can be resumed.
 INTERRUPTED = ("signal", "paused")
 
@@ -96,6 +98,8 @@ def check_resume(
     if saved_path.exists():
         saved = read_json(saved_path)
         for key in dict.fromkeys([*saved, *settings]):
+            if key in ADDED_LATER and key not in saved:
+                continue  # a run started before the field existed
             what = "none (full fine-tuning)" if key == "lora" else "none"
             diff += _differences(key, saved.get(key), settings.get(key), what)
     elif "lora" in settings:  # a run from before finetune.json: its rank is in its tensors
