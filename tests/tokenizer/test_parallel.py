@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import regex
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from scratchllm.tokenizer import encode_files, encode_many
 from scratchllm.tokenizer.parallel import split_for_workers
 
@@ -19,6 +23,27 @@ def test_safe_split_preserves_ids(gpt2, data_dir):
         parts = split_for_workers(text, tok.pattern, chunk_chars=20_000)
         assert len(parts) > 10 and "".join(parts) == text
         assert sum((tok.encode(p) for p in parts), []) == tok.encode(text)
+
+
+# Lines of letters, digits, punctuation and whitespace runs (the cuts sit after newlines).
+PIECES = ["a", "b", "1", ".", "'s", " ", "  ", "\n", "\n\n", "\r\n", "\t", " \n", "\n ", "é"]
+LINES = st.lists(st.one_of(st.sampled_from(PIECES), st.characters()), max_size=60).map("".join)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=LINES, chunk_chars=st.integers(1, 12))
+def test_any_split_encodes_like_the_whole(small_bpe, small_bpe_gpt4, text, chunk_chars):
+    """Wherever the cuts fall, the parts join back to the text, the pre-tokenizer splits them into
+    the pieces of the whole (so no vocabulary can merge across a cut), and their ids are the ids of
+    the whole, under both the GPT-2 and the GPT-4 pattern."""
+    for tok in (small_bpe, small_bpe_gpt4):
+        parts = split_for_workers(text, tok.pattern, chunk_chars=chunk_chars)
+        assert "".join(parts) == text
+        assert all(len(p) >= chunk_chars for p in parts[:-1])  # no cut before chunk_chars
+        pieces = [piece for p in parts for piece in regex.findall(tok.pattern, p)]
+        assert pieces == regex.findall(tok.pattern, text)
+        ids = tok.encode(text, disallowed_special=())
+        assert sum((tok.encode(p, disallowed_special=()) for p in parts), []) == ids
 
 
 def test_encode_files(small_bpe, sample_text, tmp_path):

@@ -4,6 +4,26 @@ both built independently from the same OpenAI files in ../shared/data."""
 from __future__ import annotations
 
 import pytest
+import regex
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from scratchllm.tokenizer.patterns import GPT2_PATTERN, GPT4_PATTERN
+
+# The pre-tokenization regex of OpenAI's GPT-2 release (encoder.py, 2019), before tiktoken
+# rewrote it with possessive quantifiers; ours must split every text exactly as it does.
+GPT2_PATTERN_2019 = (
+    r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+)
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# Text that exercises the pattern's edges (contractions, digit and space runs, newlines, CR) and
+# many merges (common English bytes), mixed with arbitrary code points.
+EDGY = st.sampled_from(
+    ["'s", "'t", "'re", "'LL", "'d", "  ", "\n", "\r\n", "\t", " the", " and", "ing", "123", "4"]
+)
+MIXED_TEXT = st.lists(st.one_of(EDGY, st.characters(), st.sampled_from("ab ,.!?é🙂")), max_size=60)
+MIXED_TEXT = MIXED_TEXT.map("".join)
 
 UNICODE_TEXTS = [
     "日本語のテキストと中文文本，还有한국어 문장。",
@@ -18,24 +38,6 @@ UNICODE_TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def tiktoken_gpt2(data_dir):
-    tiktoken = pytest.importorskip("tiktoken")
-    from tiktoken.load import data_gym_to_mergeable_bpe_ranks
-
-    from scratchllm.tokenizer.patterns import GPT2_PATTERN
-
-    ranks = data_gym_to_mergeable_bpe_ranks(
-        str(data_dir / "vocab.bpe"), str(data_dir / "encoder.json")
-    )
-    return tiktoken.Encoding(
-        "gpt2-local",
-        pat_str=GPT2_PATTERN,
-        mergeable_ranks=ranks,
-        special_tokens={"<|endoftext|>": 50256},
-    )
-
-
-@pytest.fixture(scope="module")
 def hf_gpt2(data_dir):
     tokenizers = pytest.importorskip("tokenizers")
     from tokenizers import decoders, models, pre_tokenizers
@@ -45,6 +47,34 @@ def hf_gpt2(data_dir):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     return tok
+
+
+@SETTINGS
+@given(text=MIXED_TEXT)
+def test_gpt2_pattern_splits_like_the_2019_original(text):
+    assert regex.findall(GPT2_PATTERN, text) == regex.findall(GPT2_PATTERN_2019, text)
+
+
+def test_gpt4_pattern_is_tiktokens_cl100k(monkeypatch):
+    """tiktoken keeps the cl100k_base pattern inside the function that downloads its ranks; with
+    the download stubbed out (nothing is fetched) that function hands the pattern over."""
+    openai_public = pytest.importorskip("tiktoken_ext.openai_public")
+    monkeypatch.setattr(openai_public, "load_tiktoken_bpe", lambda *args, **kwargs: {})
+    assert GPT4_PATTERN == openai_public.cl100k_base()["pat_str"]
+
+
+@SETTINGS
+@given(text=MIXED_TEXT)
+def test_reference_encoder_matches_tiktoken_on_any_text(gpt2, gpt2_reference, tiktoken_gpt2, text):
+    """The pure-Python merge loop against tiktoken's, over the full GPT-2 vocabulary."""
+    expected = tiktoken_gpt2.encode_ordinary(text)
+    assert gpt2_reference.encode_ordinary(text) == expected
+    assert gpt2.encode_ordinary(text) == expected
+
+
+def test_every_gpt2_id_decodes_to_tiktokens_bytes(gpt2, tiktoken_gpt2):
+    for i in range(gpt2.vocab_size):
+        assert gpt2.decode_bytes([i]) == tiktoken_gpt2.decode_single_token_bytes(i), i
 
 
 def _texts(data_dir):

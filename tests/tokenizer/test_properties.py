@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from scratchllm.errors import TokenizerError
@@ -17,13 +17,23 @@ SPECIAL_RICH = st.lists(st.sampled_from(["<|endoftext|>", "<|", "|>", "a", " ", 
 )
 
 
+def _as_tiktoken_reads_it(text: str) -> str:
+    """What tiktoken encodes for a str that is not valid Unicode: a UTF-16 round trip, which
+    joins a high+low surrogate pair into one character and turns a lone surrogate into U+FFFD."""
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
 @SETTINGS
 @given(text=ANY_TEXT)
-def test_roundtrip_any_text(small_bpe, text):
+@example(text="a\ud83d\ude00b")  # a surrogate pair written as two code points: one emoji
+@example(text="\udfff\ud800")  # low before high: two lone surrogates
+def test_roundtrip_any_text(small_bpe, small_bpe_gpt4, text):
     """decode(encode(s)) == s; lone surrogates come back as U+FFFD (as in tiktoken)."""
-    ids = small_bpe.encode(text, disallowed_special=())
-    assert ids == small_bpe.with_fast(False).encode(text, disallowed_special=())
-    assert small_bpe.decode(ids) == fix_surrogates(text)
+    for tok in (small_bpe, small_bpe_gpt4):
+        ids = tok.encode(text, disallowed_special=())
+        assert ids == tok.with_fast(False).encode(text, disallowed_special=())
+        assert tok.decode(ids) == _as_tiktoken_reads_it(text)
+        assert fix_surrogates(text) == _as_tiktoken_reads_it(text)
 
 
 @SETTINGS
@@ -48,11 +58,16 @@ def test_special_literals(small_bpe, text):
         assert tok.decode(ids) == text
 
 
-def test_every_id_decodes(small_bpe, gpt2):
-    for tok in (small_bpe, gpt2):
-        for i in range(tok.vocab_size):
-            assert isinstance(tok.decode([i]), str)
-            assert tok.decode_bytes([i])
+def test_every_id_decodes_to_its_token(small_bpe):
+    """Each id's bytes are its vocabulary entry; a merged token is the join of its pair, and the
+    special token decodes to its literal. (GPT-2's ids: against tiktoken in test_parity.py.)"""
+    assert small_bpe.tokens[:256] == [bytes([b]) for b in range(256)]
+    for rank, (a, b) in enumerate(small_bpe.merges, start=256):
+        assert small_bpe.tokens[rank] == small_bpe.tokens[a] + small_bpe.tokens[b], rank
+    for i, token in enumerate(small_bpe.tokens):
+        assert small_bpe.decode_bytes([i]) == token
+        assert small_bpe.decode([i]) == token.decode("utf-8", errors="replace")
+    assert small_bpe.decode([small_bpe.eot_id]) == "<|endoftext|>"
 
 
 def test_surrogate_documented_behaviour(small_bpe):
