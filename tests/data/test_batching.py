@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scratchllm.data.batching import block_causal_mask, pack_documents, pad_batch
 from scratchllm.data.windows import IGNORE_INDEX
@@ -37,6 +39,42 @@ def test_pack_documents_layout() -> None:
     assert batch.position_ids.tolist()[0] == [0, 1, 2, 3]
     assert batch.position_ids.tolist()[1] == [0, 1, 2, 0]
     assert batch.attention_mask.flatten().tolist() == [True] * 15 + [False]
+
+
+DOC_LISTS = st.lists(st.lists(st.integers(1, 50), min_size=1, max_size=12), min_size=1, max_size=6)
+
+
+@settings(max_examples=100, deadline=None)
+@given(docs=DOC_LISTS, max_length=st.integers(1, 9))
+def test_packing_any_documents(docs: list[list[int]], max_length: int) -> None:
+    """Every id after the first is the target of the id before it exactly once (or IGNORE_INDEX
+    where a document starts), positions restart at each document and row, nothing is lost."""
+    flat = [t for d in docs for t in d]
+    doc_of = [i for i, d in enumerate(docs) for _ in d]
+    if len(flat) < 2:
+        with pytest.raises(ValueError):
+            pack_documents(docs, max_length, pad_id=0)
+        return
+    batch = pack_documents(docs, max_length, pad_id=0)
+    rows = -(-(len(flat) - 1) // max_length)  # ceil: each row predicts max_length ids
+    assert batch.input_ids.shape == batch.target_ids.shape == (rows, max_length)
+    n = min(len(flat), rows * max_length)  # input positions holding real ids
+    x, y = batch.input_ids.flatten().tolist(), batch.target_ids.flatten().tolist()
+    seg, pos = batch.segment_ids.flatten().tolist(), batch.position_ids.flatten().tolist()
+    assert x[:n] == flat[:n] and set(x[n:]) <= {0}
+    assert batch.attention_mask.flatten().tolist() == [True] * n + [False] * (len(x) - n)
+    for p in range(n):
+        same_doc = p + 1 < len(flat) and doc_of[p + 1] == doc_of[p]
+        assert y[p] == (flat[p + 1] if same_doc else IGNORE_INDEX), p
+        assert seg[p] == doc_of[p]
+        row_start = p - p % max_length
+        doc_start = doc_of.index(doc_of[p])
+        assert pos[p] == p - max(row_start, doc_start), p
+    assert set(y[n:]) <= {IGNORE_INDEX}
+    mask = batch.block_causal_mask()[:, 0]
+    s = batch.segment_ids
+    i, j = torch.arange(max_length)[:, None], torch.arange(max_length)[None, :]
+    assert torch.equal(mask, (s[:, :, None] == s[:, None, :]) & (j <= i))
 
 
 def test_packed_attention_equals_separate_documents() -> None:

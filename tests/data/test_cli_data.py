@@ -5,6 +5,7 @@ import pytest
 
 from scratchllm.cli import main
 from scratchllm.data.shards import open_shards
+from scratchllm.tokenizer import BPETokenizer
 
 
 @pytest.mark.parametrize("argv", [["data"], ["data", "prepare"], ["data", "info"]])
@@ -16,13 +17,12 @@ def test_help(argv, capsys) -> None:
 
 
 def test_prepare_and_info(tmp_path, capsys) -> None:
-    tokenizer = pytest.importorskip("scratchllm.tokenizer")
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     texts = [f"Document number {i}. " * (i + 3) for i in range(12)]
     for i, text in enumerate(texts):
         (corpus / f"{i:02d}.txt").write_text(text)
-    tok = tokenizer.BPETokenizer.train(texts, 300)
+    tok = BPETokenizer.train(texts, 300)
     tok.save(tmp_path / "tok")
     argv = ["data", "prepare", "--data", str(corpus), "--tokenizer", str(tmp_path / "tok")]
     argv += ["--out", str(tmp_path / "shards"), "--workers", "1", "--val-fraction", "0.3"]

@@ -3,6 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scratchllm.data.encode import encode_documents, token_dtype
 from scratchllm.data.sources import Document
@@ -44,6 +46,45 @@ def test_windows_contents_and_shift(max_length: int, stride: int) -> None:
         assert x[:real].tolist() == ids[s : s + real].tolist()
         assert y[:real].tolist() == ids[s + 1 : s + 1 + real].tolist()
         assert (x[real:] == 0).all() and (y[real:] == IGNORE_INDEX).all()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    n=st.integers(0, 80),
+    max_length=st.integers(1, 12),
+    stride=st.integers(1, 16),
+    last=st.sampled_from(["drop", "pad"]),
+)
+def test_windows_cover_the_corpus(n: int, max_length: int, stride: int, last: str) -> None:
+    """Window i starts at i * stride; its targets are its inputs shifted by one; with stride <=
+    max_length the windows leave no target out under "pad" and fewer than `stride` under "drop";
+    get_batch stacks exactly what indexing gives, the padded window included."""
+    ids = np.arange(1000, 1000 + n)
+    kwargs = {"pad_id": 0} if last == "pad" else {}
+    if n < (2 if last == "pad" else max_length + 1):
+        with pytest.raises(DataError):
+            WindowDataset(ids, max_length, stride, last=last, **kwargs)
+        return
+    ds = WindowDataset(ids, max_length, stride, last=last, **kwargs)
+    assert len(ds) == num_windows(n, max_length, stride, last)
+    covered: list[int] = []
+    for i in range(len(ds)):
+        x, y = ds[i]
+        s = i * stride
+        assert ds.start(i) == s and x.shape == y.shape == (max_length,)
+        real = int((y != IGNORE_INDEX).sum())
+        assert 1 <= real <= max_length and (real == max_length or last == "pad")
+        assert x[:real].tolist() == ids[s : s + real].tolist()
+        assert y[:real].tolist() == ids[s + 1 : s + 1 + real].tolist()
+        assert (x[real:] == 0).all() and (y[real:] == IGNORE_INDEX).all()
+        covered += range(s + 1, s + 1 + real)  # positions used as targets
+    if stride <= max_length:
+        missed = set(range(1, n)) - set(covered)
+        assert (not missed) if last == "pad" else missed == set(range(n - len(missed), n))
+        assert len(missed) < stride
+    bx, by = ds.get_batch(list(range(len(ds))))
+    assert torch.equal(bx, torch.stack([ds[i][0] for i in range(len(ds))]))
+    assert torch.equal(by, torch.stack([ds[i][1] for i in range(len(ds))]))
 
 
 def test_verdict_exact_counts(shared_data, byte_tokenizer) -> None:
@@ -101,19 +142,16 @@ def test_encode_documents_separators(byte_tokenizer) -> None:
 
 
 def test_verdict_gpt2_counts(shared_data) -> None:
-    tokenizer = pytest.importorskip("scratchllm.tokenizer")
-    tok = tokenizer.BPETokenizer.from_gpt2_files(
-        shared_data / "encoder.json", shared_data / "vocab.bpe"
-    )
+    from scratchllm.tokenizer import BPETokenizer
+
+    tok = BPETokenizer.from_gpt2_files(shared_data / "encoder.json", shared_data / "vocab.bpe")
     text = (shared_data / "the-verdict.txt").read_text(encoding="utf-8")
     ids = encode_documents([text], tok, eot=False)
-    assert len(ids) == 5145  # GPT-2 ids of the-verdict.txt
-    for max_length, stride, expected in [
-        (4, 4, 1286),
-        (4, 1, 5141),
-        (256, 128, 39),
-        (256, 256, 20),
-    ]:
+    assert len(ids) == 5145  # "LLMs from scratch", chapter 2: the story is 5145 GPT-2 tokens
+    for max_length, stride in [(4, 4), (4, 1), (256, 128), (256, 256)]:
+        # the book's GPTDatasetV1 loop: for i in range(0, len(token_ids) - max_length, stride)
+        expected = len(range(0, len(ids) - max_length, stride))
         assert len(WindowDataset(ids, max_length, stride)) == expected
     x, y = WindowDataset(ids, 4, 1)[0]
+    # the book's first window ("I HAD always thought" -> "HAD always thought Jack")
     assert x.tolist() == [40, 367, 2885, 1464] and y.tolist() == [367, 2885, 1464, 1807]
