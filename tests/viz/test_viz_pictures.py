@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from scratchllm.generation import GREEDY, SamplingConfig
@@ -82,19 +84,43 @@ def test_plot_tokens_bpe_and_word(tok, tmp_path):
 
 def test_layout_wraps_and_breaks_lines():
     boxes = layout([1, 2, 3], ["ab", "c\nd", "efgh"], width=4)
+    # "efgh" does not fit after "d": it moves to a line of its own rather than being split
     assert [(b.row, b.col, b.text) for b in boxes] == [
-        (0, 0, "ab"),
-        (0, 2, "c\u21b5"),
-        (1, 0, "d"),
-        (1, 1, "efg"),
-        (2, 0, "h"),
-    ] or [(b.row, b.col, b.text) for b in boxes] == [
         (0, 0, "ab"),
         (0, 2, "c\u21b5"),
         (1, 0, "d"),
         (2, 0, "efgh"),
     ]
     assert all(b.col + len(b.text) <= 4 for b in boxes)
+
+
+PIECE = st.text(st.sampled_from("ab \n\t"), min_size=1, max_size=9)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pieces=st.lists(PIECE, min_size=1, max_size=12), width=st.integers(1, 8))
+def test_layout_of_any_pieces(pieces, width):
+    """Boxes stay inside the width, never overlap, keep the text in reading order (spaces shown
+    as ·, tabs as →, newlines as ↵ ending a line), follow each other on a line, and wrap only when
+    the line is full or the next box would not fit on what is left of it."""
+    boxes = layout(list(range(len(pieces))), pieces, width=width)
+    assert all(0 <= b.col and b.col + len(b.text) <= width for b in boxes)
+    cells = [(b.row, b.col + k) for b in boxes for k in range(len(b.text))]
+    assert cells == sorted(set(cells))  # reading order, no cell drawn twice
+    shown = "".join(p.replace(" ", "\u00b7").replace("\t", "\u2192") for p in pieces)
+    assert "".join(b.text for b in boxes) == shown.replace("\n", "\u21b5")
+    for index in range(len(pieces)):
+        own = [b for b in boxes if b.index == index]
+        assert own[0].first and not any(b.first for b in own[1:])
+    for before, after in zip(boxes, boxes[1:]):
+        room = width - before.col - len(before.text)  # left on before's line
+        if before.text.endswith("\u21b5"):
+            assert (after.row, after.col) == (before.row + 1, 0)
+        elif after.row > before.row:  # wrapped: the line was full, or the next box did not fit
+            assert after.row == before.row + 1 and after.col == 0
+            assert room == 0 or len(after.text) > room
+        else:
+            assert (after.row, after.col) == (before.row, before.col + len(before.text))
 
 
 def test_plot_attention(model, tok, tmp_path):
