@@ -37,3 +37,9 @@ def model(request) -> GPTModel:
 def make_model():
     """`tiny_model` for tests that need their own configuration."""
     return tiny_model
+
+
+@pytest.fixture(autouse=True)
+def _tiny_models_on_one_thread(one_thread):
+    """Every test here runs tiny models: one intra-op thread (see `one_thread`)."""
+    yield
