@@ -16,6 +16,9 @@ from scratchllm.errors import CheckpointError, ConfigError
 from scratchllm.train import checkpoint as ckpt
 from scratchllm.train.job import load_job, run_job
 
+# Child processes train tiny models: one intra-op thread, as in this process (conftest.py).
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+
 JOB = """
 objective = "next-token"
 [data]
@@ -85,16 +88,22 @@ def _pretrain_cmd(tmp_path, out, steps, save, *extra):
     ]
 
 
+STEPS = 200  # ~0.5 s of training on one thread: the signal, sent after step 4, lands mid-run
+
+
 def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path):
     full = tmp_path / "full"
-    subprocess.run(_pretrain_cmd(tmp_path, full, 60, 0), check=True, capture_output=True)
+    subprocess.run(
+        _pretrain_cmd(tmp_path, full, STEPS, 0), check=True, capture_output=True, env=ONE_THREAD
+    )
 
     split = tmp_path / "split"
     proc = subprocess.Popen(
-        _pretrain_cmd(tmp_path, split, 60, 0),
+        _pretrain_cmd(tmp_path, split, STEPS, 0),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=ONE_THREAD,
     )
     metrics = split / "metrics.jsonl"
     deadline = time.time() + 120
@@ -106,10 +115,13 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path):
     saved = ckpt.list_checkpoints(split)
     assert len(saved) == 1, out + err
     stopped_at = json.loads((saved[0] / "state.json").read_text())["step"]
-    assert 0 < stopped_at < 60, "the signal should arrive mid-run"
+    assert 0 < stopped_at < STEPS, "the signal should arrive mid-run"
 
     subprocess.run(
-        _pretrain_cmd(tmp_path, split, 60, 0, "--resume"), check=True, capture_output=True
+        _pretrain_cmd(tmp_path, split, STEPS, 0, "--resume"),
+        check=True,
+        capture_output=True,
+        env=ONE_THREAD,
     )
     a, b = load_file(full / "model.safetensors"), load_file(split / "model.safetensors")
     for name in a:

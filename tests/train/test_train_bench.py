@@ -1,5 +1,6 @@
 """The training benchmarks run (at a tiny size, on CPU) and print a table with a ratio column."""
 
+import os
 import re
 import subprocess
 import sys
@@ -8,6 +9,8 @@ from pathlib import Path
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
+# These runs check the tables, not the figures: tiny models on one intra-op thread each.
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.mark.parametrize(
@@ -23,7 +26,11 @@ BENCH = Path(__file__).resolve().parents[2] / "bench"
 )
 def test_training_benchmark_runs_tiny(script, args, ours):
     proc = subprocess.run(
-        [sys.executable, str(BENCH / script), *args], capture_output=True, text=True, timeout=300
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ONE_THREAD,
     )
     assert proc.returncode == 0, proc.stderr
     rows = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
@@ -36,7 +43,11 @@ def test_gpu_check_passes_on_cpu():
     """bench/gpu_check.py (our GPT vs transformers, SDPA vs explicit attention, engine vs
     generate) runs its checks at a small size without a GPU, and they pass."""
     proc = subprocess.run(
-        [sys.executable, str(BENCH / "gpu_check.py")], capture_output=True, text=True, timeout=300
+        [sys.executable, str(BENCH / "gpu_check.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=ONE_THREAD,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     oks = [line for line in proc.stdout.splitlines() if line.startswith("ok ")]
@@ -54,6 +65,7 @@ def test_gpu_session_script_asks_for_known_contenders():
         capture_output=True,
         text=True,
         timeout=300,
+        env=ONE_THREAD,
     )
     assert proc.returncode == 0, proc.stderr
     for name in names.split(","):
