@@ -6,8 +6,10 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from scratchllm.cli import main
+from scratchllm.lineage.sentence import SentenceEmbedder
 from scratchllm.model import GPTModel, get_preset
 from scratchllm.tokenizer import WordTokenizer
 from scratchllm.train.checkpoint import save_run
@@ -46,9 +48,14 @@ def test_text_and_gpt_input_embedding_neighbours(tmp_path, capsys):
     run = str(tmp_path / "run")
     assert main(["embed", "text", "--run", run, "the cat", "a dog", "--pooling", "last"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
-    assert [x["text"] for x in lines] == ["the cat", "a dog"] and len(lines[0]["embedding"]) == 32
+    assert [x["text"] for x in lines] == ["the cat", "a dog"]
+    # the command prints what the library computes for the same run (a thin shell over it)
+    last = SentenceEmbedder(model.eval(), tok, "last").embed(["the cat", "a dog"])
+    printed = torch.tensor([x["embedding"] for x in lines])
+    torch.testing.assert_close(printed, last, atol=1e-5, rtol=0)
     assert main(["embed", "text", "--run", run, "the cat", "--out", str(tmp_path / "e.npy")]) == 0
-    assert np.load(tmp_path / "e.npy").shape == (1, 32)
+    mean = SentenceEmbedder(model, tok, "mean").embed(["the cat"])  # the default pooling
+    torch.testing.assert_close(torch.from_numpy(np.load(tmp_path / "e.npy")), mean)
     assert main(["embed", "text", "--run", run, "the cat", "a dog", "--query", "cat"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
     assert main(["embed", "neighbours", "--run", run, "cat", "-k", "3"]) == 0

@@ -108,6 +108,9 @@ def test_both_models_search_the_same_label_smoothing_grid(tmp_path):
         tmp_path, 2, 1, [1e-3], models=[TRANSFORMER_LABEL], label_smoothing=smoothing, **kw
     )
     assert row["label_smoothing"] == 0.1
+    assert {k: v for k, v in row.items() if k != "seconds"} == {
+        k: v for k, v in grid[-1].items() if k != "seconds"
+    }
     assert row["accuracy"] == grid[3]["accuracy"] and row["params"] == grid[3]["params"]
 
 
