@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scratchllm.errors import TokenizerError
 from scratchllm.tokenizer import WordTokenizer
@@ -66,3 +68,32 @@ def test_skip_special_keeps_unknown_words_as_unk():
         add_eos=True,
     )
     assert tok.decode(ids, skip_special=True) == "Hello, [UNK]!"
+
+
+# Words, inner apostrophes, digits and every kind of punctuation decode() puts spaces around.
+MIXED = "the cat's toy ( 5 ) costs $ 3 , 50 % off ; [ x ] { y } don't ! ? : . - \" ' # @ a_b é"
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_word_mode_decode_then_encode_gives_the_ids_back(data):
+    """decode joins tokens with spaces and drops the ones punctuation does not want, but never
+    glues two tokens into one: whatever their order, encoding the text gives the same ids
+    (encode_ordinary: a decoded "[", "UNK", "]" spells a special literal, which encode refuses)."""
+    tok = WordTokenizer.train(MIXED)
+    words = [i for i, t in enumerate(tok.tokens) if t not in tok.specials.values()]
+    ids = data.draw(st.lists(st.sampled_from(words), max_size=10))
+    assert tok.encode_ordinary(tok.decode(ids)) == ids
+
+
+@settings(max_examples=200, deadline=None)
+@given(corpus=st.text(min_size=1, max_size=40), text=st.text(max_size=40))
+def test_char_mode_round_trip_and_unknown_characters(corpus, text):
+    """One id per character; characters never seen in training become [UNK], the rest decode
+    back exactly."""
+    tok = WordTokenizer.train(corpus, mode="char")
+    assert tok.vocab_size == 4 + len(set(corpus))
+    ids = tok.encode_ordinary(text)
+    assert len(ids) == len(text)
+    seen = set(corpus)
+    assert tok.decode(ids) == "".join(c if c in seen else "[UNK]" for c in text)
