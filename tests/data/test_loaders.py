@@ -6,6 +6,8 @@ import random
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from scratchllm.data.loaders import EpochLoader
 from scratchllm.data.windows import WindowDataset
@@ -27,6 +29,36 @@ def test_epoch_covers_every_window_once() -> None:
     assert xs.shape == (50, 6)
     assert sorted(xs[:, 0].tolist()) == list(range(0, 200, 4))
     assert loader.epoch == 1 and loader.batch_index == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n_windows=st.integers(1, 40),
+    batch_size=st.integers(1, 12),
+    drop_last=st.booleans(),
+    shuffle=st.booleans(),
+    seed=st.integers(0, 3),
+)
+def test_any_epoch_visits_each_window_at_most_once(n_windows, batch_size, drop_last, shuffle, seed):
+    """An epoch is a permutation of the windows cut into batches: full batches, each window at
+    most once, every window when the last short batch is kept; unshuffled, in order."""
+    ds = WindowDataset(np.arange(n_windows * 4 + 1), 4, 4)  # window i starts at 4 * i
+    if n_windows < batch_size and drop_last:
+        with pytest.raises(ValueError):
+            EpochLoader(ds, batch_size, seed=seed, drop_last=drop_last, shuffle=shuffle)
+        return
+    loader = EpochLoader(ds, batch_size, seed=seed, drop_last=drop_last, shuffle=shuffle)
+    batches = list(loader)
+    assert len(batches) == len(loader)
+    sizes = [len(x) for x, _ in batches]
+    assert all(size == batch_size for size in sizes[:-1]) and 0 < sizes[-1] <= batch_size
+    starts = [int(s) // 4 for x, _ in batches for s in x[:, 0]]
+    assert len(set(starts)) == len(starts)  # no window twice
+    assert len(starts) == (n_windows // batch_size * batch_size if drop_last else n_windows)
+    if not shuffle:
+        assert starts == list(range(len(starts)))
+    for x, y in batches:
+        assert torch.equal(x[:, 1:], y[:, :-1]) and torch.equal(y[:, -1], x[:, -1] + 1)
 
 
 def test_same_seed_same_batches_and_epochs_differ() -> None:
