@@ -40,7 +40,18 @@ def test_convert_generate_export(kind, tokenizer, tmp_path, capsys):
         torch.testing.assert_close(run.model(x), hf(x).logits, atol=1e-5, rtol=0)
     args = ["generate", "--run", str(tmp_path / "run"), "--prompt", "the cat"]
     assert main([*args, "--max-new-tokens", "5", "--temperature", "0"]) == 0
-    assert capsys.readouterr().out.startswith("the cat")
+    # greedy text of the converted run == transformers' own greedy generate on the original
+    prompt = torch.tensor([tokenizer.encode("the cat")])
+    with torch.no_grad():
+        hf_ids = hf.generate(
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=5,
+            do_sample=False,
+            eos_token_id=None,
+            pad_token_id=0,
+        )[0, prompt.shape[1] :].tolist()
+    assert capsys.readouterr().out == "the cat" + tokenizer.decode(hf_ids) + "\n"
 
     assert main(["export", "--run", str(tmp_path / "run"), "--to", str(tmp_path / "out")]) == 0
     again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
