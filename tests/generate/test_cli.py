@@ -8,7 +8,7 @@ import pytest
 
 from scratchllm.cli import main
 from scratchllm.errors import ConfigError
-from scratchllm.generation import GREEDY, Engine
+from scratchllm.generation import GREEDY, Engine, generate, left_pad
 from scratchllm.generation.chat import ChatSession, PlainTemplate
 from scratchllm.train.checkpoint import save_run
 
@@ -37,11 +37,16 @@ def test_generate_stream_seeds_each_prompt_as_the_batch_does(run_dir, capsys):
     assert capsys.readouterr().out.splitlines() == batched
 
 
-def test_generate_batch_of_prompts(run_dir, capsys):
+def test_generate_batch_of_prompts(run_dir, capsys, model, tokenizer):
     args = ["generate", "--run", str(run_dir), "--prompt", "a", "--prompt", "bcd"]
     assert main(args + ["--temperature", "0", "--max-new-tokens", "4"]) == 0
-    out = capsys.readouterr().out
-    assert "--- [0]" in out and "--- [1]" in out
+    # each prompt's greedy continuation is the naive reference decoder's, under its own header
+    idx, mask = left_pad([tokenizer.encode("a"), tokenizer.encode("bcd")])
+    new = generate(model, idx, 4, GREEDY, attention_mask=mask)[:, idx.shape[1] :].tolist()
+    assert capsys.readouterr().out == "".join(
+        f"--- [{i}] (length, 4 tokens)\n{prompt}{tokenizer.decode(ids)}\n"
+        for i, (prompt, ids) in enumerate(zip(["a", "bcd"], new))
+    )
 
 
 @pytest.mark.parametrize(
