@@ -26,6 +26,9 @@ def test_train_encode_decode_info(tmp_path, sample_text, capsys):
     assert "vocab_size" in capsys.readouterr().out
     assert main(["tokenizer", "encode", "--tokenizer", str(out), "the quick fox"]) == 0
     ids = capsys.readouterr().out.split()
+    from scratchllm.tokenizer import load_tokenizer
+
+    assert ids == [str(i) for i in load_tokenizer(out).encode("the quick fox")]
     assert main(["tokenizer", "decode", "--tokenizer", str(out), *ids]) == 0
     assert capsys.readouterr().out == "the quick fox\n"
     assert main(["tokenizer", "info", "--tokenizer", str(out), "--file", str(data)]) == 0
