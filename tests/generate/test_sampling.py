@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from scratchllm.generation import GREEDY, SamplingConfig, TokenHistory, sample_next_token
+from scratchllm.generation.sampling import filter_logits
 
 
 @pytest.mark.parametrize(
@@ -161,3 +164,36 @@ def test_logprobs_are_the_models_log_softmax_at_each_output_token(model, tokeniz
         ids.append(token)
     (plain,) = engine.generate(["abc"], GREEDY, 5)
     assert plain.logprobs is None and plain.token_ids == done.token_ids
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    scale=st.sampled_from([0.5, 2.0, 8.0]),
+    temperature=st.floats(0.3, 3.0),
+    top_k=st.none() | st.integers(1, 40),
+    top_p=st.none() | st.floats(0.05, 1.0),
+    min_p=st.none() | st.floats(0.0, 0.9),
+)
+def test_filters_keep_the_tokens_transformers_keeps(seed, scale, temperature, top_k, top_p, min_p):
+    """Temperature, top-k, top-p and min-p (in that order, as transformers' generate applies
+    them) leave the same tokens as transformers' own logits warpers."""
+    logits_process = pytest.importorskip("transformers.generation.logits_process")
+    logits = torch.randn(3, 32, generator=torch.Generator().manual_seed(seed)) * scale
+    cfg = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+    warpers = [logits_process.TemperatureLogitsWarper(temperature)]
+    if top_k is not None:
+        warpers.append(logits_process.TopKLogitsWarper(top_k))
+    if top_p is not None:
+        warpers.append(logits_process.TopPLogitsWarper(top_p))
+    if min_p is not None:
+        warpers.append(logits_process.MinPLogitsWarper(min_p))
+    theirs = logits.clone()
+    for warper in warpers:
+        if isinstance(warper, logits_process.TopPLogitsWarper):  # skip rounding ties at top_p
+            probs = theirs.softmax(-1).sort(-1, descending=True).values
+            assume(((probs.cumsum(-1) - probs - top_p).abs() > 1e-5).all())
+        theirs = warper(None, theirs)
+    ours = filter_logits(logits, cfg)
+    assert torch.equal(ours.isinf(), theirs.isinf())
+    torch.testing.assert_close(ours.softmax(-1), theirs.softmax(-1), rtol=1e-5, atol=1e-7)
