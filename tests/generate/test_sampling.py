@@ -8,7 +8,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from scratchllm.generation import GREEDY, SamplingConfig, TokenHistory, sample_next_token
-from scratchllm.generation.sampling import filter_logits
+from scratchllm.generation.sampling import apply_penalties, filter_logits
 
 
 @pytest.mark.parametrize(
@@ -197,3 +197,25 @@ def test_filters_keep_the_tokens_transformers_keeps(seed, scale, temperature, to
     ours = filter_logits(logits, cfg)
     assert torch.equal(ours.isinf(), theirs.isinf())
     torch.testing.assert_close(ours.softmax(-1), theirs.softmax(-1), rtol=1e-5, atol=1e-7)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    penalty=st.floats(0.5, 3.0),
+    prompt=st.lists(st.integers(0, 31), min_size=1, max_size=8),
+    output=st.lists(st.integers(0, 31), max_size=8),
+)
+def test_repetition_penalty_equals_transformers(seed, penalty, prompt, output):
+    """CTRL's penalty on every id seen so far, prompt and output alike, as transformers does."""
+    logits_process = pytest.importorskip("transformers.generation.logits_process")
+    logits = torch.randn(1, 32, generator=torch.Generator().manual_seed(seed)) * 3
+    history = TokenHistory(1, 32)
+    history.add_prompt(0, prompt)
+    for token in output:
+        history.add_output(torch.tensor([token]))
+    cfg = SamplingConfig(repetition_penalty=penalty)
+    ours = apply_penalties(logits, cfg, history)
+    seen = torch.tensor([prompt + output])
+    theirs = logits_process.RepetitionPenaltyLogitsProcessor(penalty)(seen, logits.clone())
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
