@@ -42,6 +42,13 @@ def test_reads_csv_with_header_tsv_by_index_and_jsonl(tmp_path):
     assert [(e.text, e.label) for e in got] == [("one", "1"), ("two", "0")]
 
 
+def test_json_numbers_equal_as_integers_are_one_label(tmp_path):
+    lines = [{"text": "a", "y": 1}, {"text": "b", "y": 1.0}, {"text": "c", "y": 0.5}]
+    jsonl = _write(tmp_path / "n.jsonl", "\n".join(json.dumps(r) for r in lines) + "\n")
+    got = read_examples(jsonl, Columns(text="text", label="y"))
+    assert [e.label for e in got] == ["1", "1", "0.5"]  # 1.0 was a class of its own
+
+
 def test_txt_is_text_only(tmp_path):
     txt = _write(tmp_path / "t.txt", "first\n\nsecond\n")
     assert [e.text for e in read_examples(txt, labels=False)] == ["first", "second"]

@@ -134,6 +134,8 @@ def _jsonl_rows(path: Path, text: str, columns: Columns, labels: bool) -> list[t
         label = record[columns.label] if labels else None
         if isinstance(label, (dict, list)):
             raise DataError(f"{where}: label {label!r} is not a string or a number")
+        if isinstance(label, float) and label.is_integer():
+            label = int(label)  # 1.0 and 1 are one class, as "1" in a TSV file
         rows.append((value, None if label is None else str(label), where))
     return rows
 
