@@ -1,6 +1,7 @@
 """Correctness on a GPU, before timing anything there: our GPT against transformers' GPT-2 with
 the same weights, SDPA against the explicit attention, and our decoding engine (static cache,
-CUDA graph on CUDA) against transformers' greedy generate. Prints each figure and exits 1 if one
+CUDA graph on CUDA) against transformers' greedy generate; activation checkpointing against plain
+gradients, and sliding-window perplexity against the CPU. Prints each figure and exits 1 if one
 is out of tolerance. Without a GPU it runs the same checks on CPU at a tiny size:
 
     python bench/gpu_check.py                 # gpt2-small shape on CUDA; tiny on CPU
@@ -9,6 +10,7 @@ is out of tolerance. Without a GPU it runs the same checks on CPU at a tiny size
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import sys
 
@@ -31,6 +33,7 @@ def main() -> int:
     from scratchllm.generation import GREEDY, Engine
     from scratchllm.interop.hf_convert import gpt_from_gpt2
     from scratchllm.model import GPTModel
+    from scratchllm.perplexity import perplexity
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
@@ -113,6 +116,25 @@ def main() -> int:
         )[:, prompts.shape[1] :].tolist()
     agree = sum(g == w for gs, ws in zip(got, want) for g, w in zip(gs, ws)) / (len(got) * n)
     report(f"greedy tokens differing from transformers, fp32 ({mode})", 1 - agree, 0.0)
+    # 5. activation checkpointing: the same gradients as storing every activation (bf16 autocast)
+    grads = {}
+    for recompute in (False, True):
+        ours.train().zero_grad(set_to_none=True)
+        ours.activation_checkpointing = recompute
+        with amp:
+            ours(x, targets=y).backward()
+        grads[recompute] = ours.blocks[0].attn.qkv.weight.grad.clone()
+    ours.activation_checkpointing = False
+    ours.eval()
+    report(
+        "activation checkpointing: layer-0 qkv grad vs plain (rel)", rel_err(*grads.values()), 1e-2
+    )
+    # 6. sliding-window perplexity on this device against the CPU (fp32)
+    ids = torch.randint(0, v, (700,), generator=torch.Generator().manual_seed(2))
+    window = dict(context=x.shape[1], stride=x.shape[1] // 2)
+    here = perplexity(ours, ids, **window).loss
+    there = perplexity(copy.deepcopy(ours).cpu(), ids, **window).loss
+    report("fp32 sliding-window loss, this device vs CPU (rel)", abs(here - there) / there, 1e-5)
     if failures:
         print(f"{len(failures)} check(s) failed: {', '.join(failures)}")
         return 1

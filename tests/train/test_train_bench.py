@@ -51,7 +51,7 @@ def test_gpu_check_passes_on_cpu():
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     oks = [line for line in proc.stdout.splitlines() if line.startswith("ok ")]
-    assert len(oks) == 7 and "all checks passed" in proc.stdout
+    assert len(oks) == 9 and "all checks passed" in proc.stdout
 
 
 def test_gpu_session_script_asks_for_known_contenders():
