@@ -23,12 +23,30 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MODEL["context_length"],
         help="tokens per training window (default %(default)s)",
     )
-    g.add_argument("--n-embd", type=int, default=DEFAULT_MODEL["n_embd"], help="model width")
     g.add_argument(
-        "--n-layer", type=int, default=DEFAULT_MODEL["n_layer"], help="transformer blocks"
+        "--n-embd",
+        type=int,
+        default=DEFAULT_MODEL["n_embd"],
+        help="model width (default %(default)s)",
     )
-    g.add_argument("--n-head", type=int, default=DEFAULT_MODEL["n_head"], help="attention heads")
-    g.add_argument("--dropout", type=float, default=DEFAULT_MODEL["dropout"])
+    g.add_argument(
+        "--n-layer",
+        type=int,
+        default=DEFAULT_MODEL["n_layer"],
+        help="transformer blocks (default %(default)s)",
+    )
+    g.add_argument(
+        "--n-head",
+        type=int,
+        default=DEFAULT_MODEL["n_head"],
+        help="attention heads (default %(default)s)",
+    )
+    g.add_argument(
+        "--dropout",
+        type=float,
+        default=DEFAULT_MODEL["dropout"],
+        help="dropout rate (default %(default)s)",
+    )
     g.add_argument("--untied", action="store_true", help="separate output head (no weight tying)")
     g.add_argument(
         "--vocab-size",
@@ -45,11 +63,18 @@ def add_train_args(parser: argparse.ArgumentParser, steps: int = 1000) -> None:
         "--max-minutes",
         type=float,
         default=None,
-        help="stop after this many minutes of training even if steps remain",
+        help="stop after this many minutes of training even if steps remain (default "
+        "%(default)s; None = no limit)",
     )
-    g.add_argument("--batch-size", type=int, default=16)
-    g.add_argument("--lr", type=float, default=2e-3, help="peak learning rate")
-    g.add_argument("--min-lr", type=float, default=2e-4, help="floor of the cosine decay")
+    g.add_argument(
+        "--batch-size", type=int, default=16, help="windows per step (default %(default)s)"
+    )
+    g.add_argument(
+        "--lr", type=float, default=2e-3, help="peak learning rate (default %(default)s)"
+    )
+    g.add_argument(
+        "--min-lr", type=float, default=2e-4, help="floor of the cosine decay (default %(default)s)"
+    )
     g.add_argument(
         "--warmup-steps",
         type=int,
@@ -57,16 +82,23 @@ def add_train_args(parser: argparse.ArgumentParser, steps: int = 1000) -> None:
         help="linear warm-up (default %(default)s, at most a tenth of --steps, so that the "
         "learning rate decays in short runs too)",
     )
-    g.add_argument("--weight-decay", type=float, default=0.1)
-    g.add_argument("--eval-interval", type=int, default=100)
+    g.add_argument(
+        "--weight-decay", type=float, default=0.1, help="AdamW weight decay (default %(default)s)"
+    )
+    g.add_argument(
+        "--eval-interval",
+        type=int,
+        default=100,
+        help="steps between evaluations (default %(default)s)",
+    )
     g.add_argument(
         "--save-interval",
         type=int,
         default=0,
         help="steps between resumable checkpoints (0 = none)",
     )
-    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    g.add_argument("--seed", type=int, default=1337)
+    g.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1, mps")
+    g.add_argument("--seed", type=int, default=1337, help="random seed (default %(default)s)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -33,14 +33,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cors-origin", action="append", default=[], help="origin allowed cross-origin calls"
     )
-    p.add_argument("--max-batch", type=int, default=16, help="requests decoded together")
-    p.add_argument("--max-queue", type=int, default=64, help="waiting requests before 429")
-    p.add_argument("--request-timeout", type=float, default=120.0, help="seconds per request")
-    p.add_argument("--shutdown-timeout", type=float, default=30.0, help="drain time on SIGTERM")
-    p.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body")
-    p.add_argument("--default-max-tokens", type=int, default=256, help="when a request omits it")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps, auto")
-    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    p.add_argument(
+        "--max-batch", type=int, default=16, help="requests decoded together (default %(default)s)"
+    )
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=64,
+        help="waiting requests before 429 (default %(default)s)",
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=float,
+        default=120.0,
+        help="seconds per request (default %(default)s)",
+    )
+    p.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to drain on SIGTERM (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=1 << 20,
+        help="largest request body (default %(default)s)",
+    )
+    p.add_argument(
+        "--default-max-tokens",
+        type=int,
+        default=256,
+        help="when a request omits it (default %(default)s)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps, auto")
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default="float32",
+        help="weights dtype (default %(default)s)",
+    )
     p.set_defaults(func=run)
 
 

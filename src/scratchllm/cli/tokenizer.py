@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "tokenizer",
         help="train, inspect and run tokenizers",
-        description="Train a BPE or word-level tokenizer, encode/decode text, show statistics.",
+        description="Train a BPE, word-level or character-level tokenizer, encode/decode text, show statistics.",
     )
     tsub = p.add_subparsers(dest="tokenizer_command", metavar="ACTION")
     tsub.required = True
