@@ -279,14 +279,13 @@ def _chunks(
     size = 0
     for doc in docs:
         parts = _split_text(tokenizer, doc.text, chunk_bytes)
-        for i, part in enumerate(parts):
-            if i < skip_pieces:
-                continue
+        for i, part in enumerate(parts[skip_pieces:], start=skip_pieces):
             chunk.append(_Piece(doc, part, i == 0, i == len(parts) - 1))
             size += len(part)
             if size >= chunk_bytes:
                 yield chunk
                 chunk, size = [], 0
+        skip_pieces = 0  # only the document the resume starts inside was partly written
     if chunk:
         yield chunk
 
