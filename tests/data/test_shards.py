@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 
 import numpy as np
@@ -193,3 +194,24 @@ def test_resume_inside_a_document_keeps_the_documents_after_it(tmp_path, monkeyp
     report = prepare(docs, tok, tmp_path / "cut", val_fraction=0.0)
     assert report.documents["train"] == len(docs)
     assert shard_bytes(tmp_path / "cut") == shard_bytes(tmp_path / "full")
+
+
+def _orphan_check(fake_parent: int) -> None:
+    import scratchllm.data.shards as shards
+
+    try:
+        shards._exit_when_orphaned(fake_parent)  # exits with 1: the "parent" is not ours
+    except BaseException:
+        os._exit(3)
+    os._exit(0)
+
+
+def test_worker_exits_when_its_parent_is_gone() -> None:
+    """Workers of a prepare killed with SIGTERM/SIGKILL end on their own instead of blocking
+    forever on the result pipe; here the watched parent pid is one that is not the parent."""
+    import multiprocessing
+
+    child = multiprocessing.get_context("fork").Process(target=_orphan_check, args=(-1,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 1

@@ -26,6 +26,8 @@ import itertools
 import json
 import os
 import tempfile
+import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -246,8 +248,24 @@ class _Piece:
     last: bool  # gets the end-of-text token and completes the document
 
 
-def _init_worker(tokenizer: TextEncoder, bos_id: int | None, dtype: str) -> None:
+# How often a worker checks that the process that started it is still alive.
+_PARENT_POLL_SECONDS = 0.5
+
+
+def _init_worker(
+    tokenizer: TextEncoder, bos_id: int | None, dtype: str, parent_pid: int | None = None
+) -> None:
     _WORKER.update(tokenizer=tokenizer, bos_id=bos_id, dtype=np.dtype(dtype))
+    if parent_pid is not None:
+        threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
+
+
+def _exit_when_orphaned(parent_pid: int) -> None:
+    """End this worker once its parent is gone. A parent killed by SIGTERM or SIGKILL runs no
+    cleanup, and its workers would otherwise wait forever to hand back their last chunk."""
+    while os.getppid() == parent_pid:
+        time.sleep(_PARENT_POLL_SECONDS)
+    os._exit(1)
 
 
 def _encode_pieces(pieces: list[tuple[str, bool, bool]]) -> list[np.ndarray]:
@@ -309,7 +327,7 @@ def _encoded_chunks(
     # the workers run only numpy and the tokenizer. spawn where fork does not exist.
     ctx = get_context("fork" if "fork" in get_all_start_methods() else "spawn")
     with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=init_args
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(*init_args, os.getpid())
     ) as pool:
         pending: deque[tuple[list[_Piece], Future[list[np.ndarray]]]] = deque()
         for chunk in _chunks(docs, tokenizer, chunk_bytes, skip_pieces):
