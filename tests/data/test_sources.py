@@ -86,3 +86,43 @@ def test_split_by_document_is_deterministic() -> None:
     assert val != split_documents(docs, 0.2, seed=2)[1]
     assert {d.name for d in train}.isdisjoint(d.name for d in val)
     assert split_documents(docs[:2], 0.01)[1] != []
+
+
+def test_directory_walk_skips_hidden_follows_links_once(tmp_path) -> None:
+    """Hidden files and directories are left out (as glob does); a linked directory is walked,
+    a symlink loop is not followed forever, and a file reached twice is read once."""
+    root = tmp_path / "corpus"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "c.txt").write_text("sea")
+    (root / "a.txt").write_text("ay")
+    (root / ".hidden.txt").write_text("secret")
+    (root / ".ipynb_checkpoints").mkdir()
+    (root / ".ipynb_checkpoints" / "a-checkpoint.txt").write_text("old")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "o.txt").write_text("out")
+    (root / "linked").symlink_to(outside, target_is_directory=True)
+    (root / "sub" / "loop").symlink_to(root, target_is_directory=True)
+    (root / "z_again.txt").symlink_to(root / "a.txt")
+    with pytest.warns(UserWarning, match=r"z_again.txt \(same file as a.txt\)"):
+        docs = read_text_sources(root)
+    assert [(d.name, d.text) for d in docs] == [
+        ("a.txt", "ay"),
+        ("linked/o.txt", "out"),
+        ("sub/c.txt", "sea"),
+    ]
+
+
+def test_glob_names_are_relative_to_its_fixed_part(tmp_path, monkeypatch) -> None:
+    """A glob names documents as the directory form does, wherever it is run from (the names
+    decide the train/validation split), and honours exclude."""
+    (tmp_path / "corpus" / "sub").mkdir(parents=True)
+    (tmp_path / "corpus" / "b.txt").write_text("bee")
+    (tmp_path / "corpus" / "sub" / "c.txt").write_text("sea")
+    (tmp_path / "corpus" / "sub" / "skip.txt").write_text("no")
+    absolute = read_text_sources(str(tmp_path / "corpus" / "**" / "*.txt"), exclude=["skip.*"])
+    monkeypatch.chdir(tmp_path)
+    relative = read_text_sources("corpus/**/*.txt", exclude=["skip.*"])
+    names = [d.name for d in read_text_sources(tmp_path / "corpus", exclude=["skip.*"])]
+    assert [d.name for d in absolute] == [d.name for d in relative] == names
+    assert names == ["b.txt", "sub/c.txt"]

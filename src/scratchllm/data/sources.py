@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import itertools
 import json
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -102,26 +104,88 @@ def _is_glob(text: str) -> bool:
 
 
 def resolve_files(path: str | Path, options: SourceOptions) -> list[tuple[Path, str]]:
-    """Files to read with their document names, sorted; a DataError when nothing is there."""
+    """Files to read with their document names, sorted; a DataError when nothing is there.
+
+    Directories are walked recursively, following symbolic links to directories (a link back to
+    an ancestor is not walked twice); files and directories whose names start with "." are left
+    out, as ``glob`` does. A file reached twice (through a link, or a hard link) is read once,
+    with a warning. Names are relative to the directory, or to the fixed part of a glob, so that
+    ``corpus`` and ``corpus/**/*.txt`` give the same names wherever they are run from.
+    """
     text = str(path)
     if _is_glob(text) and not Path(text).exists():
-        files = [Path(p) for p in sorted(glob.glob(text, recursive=True)) if Path(p).is_file()]
+        base = _glob_base(text)
+        found = sorted(glob.glob(text, recursive=True), key=lambda p: Path(p).parts)
+        files = [(Path(p), _relative(Path(p), base)) for p in found if Path(p).is_file()]
+        files = [(f, n) for f, n in files if not _matches(n, options.exclude)]
         if not files:
             raise DataError(f"no files match {text}")
-        return [(f, str(f)) for f in files]
+        return _unique(files)
     root = Path(path)
     if root.is_file():
         return [(root, root.name)]
     if not root.exists():
         raise DataError(f"data path not found: {root}")
     files = []
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = file.relative_to(root).as_posix()
+    for rel in _walk(root):
         if _matches(rel, options.include) and not _matches(rel, options.exclude):
-            files.append((file, rel))
+            files.append((root / rel, rel))
     if not files:
         raise DataError(f"no files in {root} match {', '.join(options.include)}")
-    return files
+    return _unique(files)
+
+
+def _glob_base(pattern: str) -> Path:
+    """The directory part of a glob before its first wildcard (``a/b/**/*.txt`` -> ``a/b``)."""
+    parts = Path(pattern).parts
+    fixed = [p for p in itertools.takewhile(lambda part: not _is_glob(part), parts)]
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _relative(file: Path, base: Path) -> str:
+    try:
+        return file.relative_to(base).as_posix()
+    except ValueError:  # a pattern such as ``../x*/a.txt``: keep the path as matched
+        return file.as_posix()
+
+
+def _walk(root: Path) -> list[str]:
+    """Relative paths of the non-hidden files under ``root``, in sorted order of their parts."""
+    found: list[str] = []
+    seen_dirs: set[tuple[int, int]] = set()
+    for top, dirs, names in os.walk(root, followlinks=True):
+        st = os.stat(top)
+        if (st.st_dev, st.st_ino) in seen_dirs:  # a symlink loop, or a directory linked twice
+            dirs[:] = []
+            continue
+        seen_dirs.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # fixed order: first link wins
+        rel_top = Path(top).relative_to(root)
+        for name in names:
+            if not name.startswith(".") and os.path.isfile(os.path.join(top, name)):
+                found.append((rel_top / name).as_posix())
+    return sorted(found, key=lambda rel: rel.split("/"))
+
+
+def _unique(files: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    """``files`` without the second and later paths to one file (same device and inode)."""
+    first: dict[tuple[int, int], str] = {}
+    kept, dropped = [], []
+    for file, name in files:
+        st = file.stat()
+        key = (st.st_dev, st.st_ino)
+        if key in first:
+            dropped.append(f"{name} (same file as {first[key]})")
+            continue
+        first[key] = name
+        kept.append((file, name))
+    if dropped:
+        warnings.warn(
+            f"read once: {len(dropped)} path(s) to files already read: {', '.join(dropped[:3])}"
+            + (" ..." if len(dropped) > 3 else ""),
+            stacklevel=3,
+        )
+    return kept
 
 
 def _matches(rel: str, patterns: Sequence[str]) -> bool:
