@@ -66,7 +66,8 @@ def test_parquet_column(tmp_path) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
     path = tmp_path / "d.parquet"
     pq.write_table(pa.table({"content": ["alpha", "", "beta"], "n": [1, 2, 3]}), path)
-    docs = read_text_sources(path, column="content")
+    with pytest.warns(UserWarning, match="skipped 1 empty"):
+        docs = read_text_sources(path, column="content")
     assert [(d.name, d.text) for d in docs] == [("d.parquet#0", "alpha"), ("d.parquet#2", "beta")]
     with pytest.raises(DataError, match="no column 'text'"):
         read_text_sources(path)
@@ -126,3 +127,36 @@ def test_glob_names_are_relative_to_its_fixed_part(tmp_path, monkeypatch) -> Non
     names = [d.name for d in read_text_sources(tmp_path / "corpus", exclude=["skip.*"])]
     assert [d.name for d in absolute] == [d.name for d in relative] == names
     assert names == ["b.txt", "sub/c.txt"]
+
+
+def test_bom_and_windows_newlines(tmp_path) -> None:
+    """A UTF-8 byte order mark is not text, and CRLF/CR read as LF (as Python's text mode): the
+    same text saved by a Windows editor gives the same document."""
+    (tmp_path / "win.txt").write_bytes(b"\xef\xbb\xbfline one\r\nline two\rthree\r\n")
+    (doc,) = read_text_sources(tmp_path / "win.txt")
+    assert doc.text == "line one\nline two\nthree\n"
+    path = tmp_path / "win.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"text": "a\\r\\nb"}\r\n{"text": "c"}\r\n')
+    docs = read_text_sources(path)
+    assert [(d.name, d.text) for d in docs] == [("win.jsonl:1", "a\r\nb"), ("win.jsonl:2", "c")]
+
+
+def test_jsonl_record_errors_name_line_and_what_is_there(tmp_path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "ok"}\n["a", "list"]\n')
+    with pytest.raises(DataError, match=r"d.jsonl:2: record is a JSON list, not an object"):
+        read_text_sources(path)
+    path.write_text('{"body": "x", "id": 1}\n')
+    with pytest.raises(DataError, match=r"d.jsonl:1: record has no field 'text' \(fields: 'body'"):
+        read_text_sources(path)
+
+
+def test_parquet_column_that_is_not_text(tmp_path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"text": [1, 2], "body": ["a", None]}), path)
+    with pytest.raises(DataError, match=r"d.parquet: column 'text' holds int64, not text"):
+        read_text_sources(path)
+    with pytest.warns(UserWarning, match=r"skipped 1 empty or null row"):
+        assert [d.text for d in read_text_sources(path, column="body")] == ["a"]

@@ -33,6 +33,7 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson")
 PARQUET_SUFFIXES = (".parquet",)
 DEFAULT_INCLUDE = tuple(f"*{s}" for s in TEXT_SUFFIXES)
 _REPLACEMENT = "\ufffd"
+_BOM = b"\xef\xbb\xbf"  # UTF-8 byte order mark that Windows editors put first
 
 
 @dataclass(frozen=True)
@@ -200,15 +201,23 @@ def _read_file(file: Path, name: str, options: SourceOptions) -> Iterator[Docume
     elif suffix in PARQUET_SUFFIXES:
         yield from _read_parquet(file, name, options.column)
     else:
-        text = decode_text(file.read_bytes(), str(file))
+        text = normalize_newlines(decode_text(file.read_bytes(), str(file)))
         if text.strip():
             yield Document(name, text)
         else:
-            warnings.warn(f"skipping empty file {file}", stacklevel=3)
+            warnings.warn(f"skipping empty (or whitespace-only) file {file}", stacklevel=3)
+
+
+def normalize_newlines(text: str) -> str:
+    """``\\r\\n`` and a lone ``\\r`` become ``\\n``, as Python's text mode reads files, so a
+    file saved on Windows gives the same ids as the same text saved elsewhere."""
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
 def decode_text(raw: bytes, where: str) -> str:
-    """UTF-8 text of ``raw``; undecodable bytes become U+FFFD and are counted in a warning."""
+    """UTF-8 text of ``raw`` without a leading byte order mark; undecodable bytes become U+FFFD
+    and are counted in a warning."""
+    raw = raw.removeprefix(_BOM)
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -224,6 +233,8 @@ def _read_jsonl(file: Path, name: str, text_field: str) -> Iterator[Document]:
     empty = 0
     with open(file, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
+            if lineno == 1:
+                raw = raw.removeprefix(_BOM)
             if not raw.strip():
                 continue
             line = decode_text(raw, f"{file}:{lineno}")
@@ -231,8 +242,14 @@ def _read_jsonl(file: Path, name: str, text_field: str) -> Iterator[Document]:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{file}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or text_field not in record:
-                raise DataError(f"{file}:{lineno}: record has no field {text_field!r}")
+            if not isinstance(record, dict):
+                kind = type(record).__name__
+                raise DataError(f"{file}:{lineno}: record is a JSON {kind}, not an object")
+            if text_field not in record:
+                keys = ", ".join(map(repr, list(record)[:10]))
+                raise DataError(
+                    f"{file}:{lineno}: record has no field {text_field!r} (fields: {keys})"
+                )
             text = record[text_field]
             if not isinstance(text, str):
                 kind = type(text).__name__
@@ -247,6 +264,7 @@ def _read_jsonl(file: Path, name: str, text_field: str) -> Iterator[Document]:
 
 def _read_parquet(file: Path, name: str, column: str) -> Iterator[Document]:
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as exc:  # pragma: no cover - pyarrow is in the [data] extra
         raise DataError(f"{file}: reading Parquet needs pyarrow (pip install pyarrow)") from exc
@@ -254,12 +272,21 @@ def _read_parquet(file: Path, name: str, column: str) -> Iterator[Document]:
     if column not in parquet.schema_arrow.names:
         names = ", ".join(parquet.schema_arrow.names)
         raise DataError(f"{file}: no column {column!r} (columns: {names})")
-    row = 0
+    kind = parquet.schema_arrow.field(column).type
+    if pa.types.is_dictionary(kind):  # categorical text: look at the values
+        kind = kind.value_type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise DataError(f"{file}: column {column!r} holds {kind}, not text (string)")
+    row = empty = 0
     for batch in parquet.iter_batches(columns=[column], batch_size=1024):
         for text in batch.column(0).to_pylist():
-            if isinstance(text, str) and text.strip():
+            if text is not None and text.strip():
                 yield Document(f"{name}#{row}", text)
+            else:
+                empty += 1
             row += 1
+    if empty:
+        warnings.warn(f"{file}: skipped {empty} empty or null row(s) of {column!r}", stacklevel=3)
 
 
 def document_key(name: str, seed: int) -> int:
