@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pytest
 import torch
+from data_tokenizer import WrongVocab
 
 from scratchllm.data.loaders import ShardSampler
 from scratchllm.data.shards import open_shards, prepare_shards, read_index
@@ -215,3 +216,8 @@ def test_worker_exits_when_its_parent_is_gone() -> None:
     child.start()
     child.join(60)
     assert child.exitcode == 1
+
+
+def test_ids_outside_the_vocabulary_are_an_error_not_wrapped(tmp_path) -> None:
+    with pytest.raises(DataError, match=r"token id 70000 is outside .* vocab_size 65536"):
+        prepare([Document("b", "hi")], WrongVocab(), tmp_path)

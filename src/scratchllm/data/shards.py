@@ -275,7 +275,15 @@ def _encode_pieces(pieces: list[tuple[str, bool, bool]]) -> list[np.ndarray]:
     for text, first, last in pieces:
         head = [bos] if first and bos is not None else []
         tail = [tok.eot_id] if last else []
-        out.append(np.asarray(head + encode_text(tok, text) + tail, dtype=dtype))
+        ids = np.asarray(head + encode_text(tok, text) + tail, dtype=np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= tok.vocab_size):
+            bad = int(ids.max() if ids.max() >= tok.vocab_size else ids.min())
+            raise DataError(
+                f"token id {bad} is outside the tokenizer's vocab_size {tok.vocab_size} "
+                f"(text starting {text[:40]!r}); its vocab_size is wrong or the begin token "
+                "is not in its vocabulary"
+            )
+        out.append(ids.astype(dtype))
     return out
 
 
