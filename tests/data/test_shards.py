@@ -221,3 +221,24 @@ def test_worker_exits_when_its_parent_is_gone() -> None:
 def test_ids_outside_the_vocabulary_are_an_error_not_wrapped(tmp_path) -> None:
     with pytest.raises(DataError, match=r"token id 70000 is outside .* vocab_size 65536"):
         prepare([Document("b", "hi")], WrongVocab(), tmp_path)
+
+
+def test_resume_over_changed_files_is_refused(tmp_path, byte_tokenizer) -> None:
+    """Resuming skips documents by count, so files added, removed or edited since the interrupted
+    run would shift every later document: refused, naming the cause."""
+    from scratchllm.data.shards import prepare_path
+
+    corpus_dir = tmp_path / "corpus"
+    corpus_dir.mkdir()
+    for i in range(5):
+        (corpus_dir / f"{i}.txt").write_text(f"document {i} " * 20)
+    out = tmp_path / "shards"
+    prepare_path(corpus_dir, byte_tokenizer, out, workers=1, val_fraction=0.2)
+    prepare_path(corpus_dir, byte_tokenizer, out, workers=1, val_fraction=0.2)  # same: fine
+    (corpus_dir / "0a.txt").write_text("inserted before the others")
+    with pytest.raises(DataError, match="source files: their names or sizes changed"):
+        prepare_path(corpus_dir, byte_tokenizer, out, workers=1, val_fraction=0.2)
+    report = prepare_path(
+        corpus_dir, byte_tokenizer, out, workers=1, val_fraction=0.2, overwrite=True
+    )
+    assert sum(report.documents.values()) == 6

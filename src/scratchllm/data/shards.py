@@ -28,6 +28,7 @@ import os
 import tempfile
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -81,6 +82,9 @@ class PrepareSettings:
     shard_tokens: int
     val_fraction: float
     seed: int
+    # sha256 of the source files' names and sizes in reading order ("" when not from files), so
+    # that a resume over a corpus that changed since the interrupted run is refused
+    source_files: str = ""
 
 
 @dataclass
@@ -365,6 +369,7 @@ def prepare_shards(
     overwrite: bool = False,
     progress: bool = False,
     total_bytes: int | None = None,
+    source_files: str = "",
 ) -> PrepareReport:
     """Tokenize ``docs`` into shards under ``out_dir``, resuming an unfinished run there.
 
@@ -388,6 +393,7 @@ def prepare_shards(
         shard_tokens=shard_tokens,
         val_fraction=val_fraction,
         seed=seed,
+        source_files=source_files,
     )
     out = Path(out_dir)
     state = _start_state(out, settings, overwrite)
@@ -415,10 +421,16 @@ def prepare_shards(
 def _start_state(out: Path, settings: PrepareSettings, overwrite: bool) -> PrepareState:
     if (out / INDEX_NAME).exists() and not overwrite:
         state = read_index(out)
+        if not state.settings.source_files:  # an index written before file lists were recorded
+            state.settings.source_files = settings.source_files
         if state.settings != settings:
             theirs, mine = asdict(state.settings), asdict(settings)
+            changed = [k for k in mine if theirs[k] != mine[k]]
             diff = ", ".join(
-                f"{k}: {theirs[k]!r} -> {mine[k]!r}" for k in mine if theirs[k] != mine[k]
+                "source files: their names or sizes changed"
+                if k == "source_files"
+                else f"{k}: {theirs[k]!r} -> {mine[k]!r}"
+                for k in changed
             )
             raise DataError(
                 f"{out} holds shards prepared with other settings ({diff}); "
@@ -526,9 +538,14 @@ def prepare_path(
     docs = iter_text_sources(
         path, include=include, exclude=exclude, text_field=text_field, column=column
     )
-    total = None
+    total, files = None, ""
     if str(path) != BUILTIN:
         options = SourceOptions(include, exclude, text_field, column)
-        total = sum(f.stat().st_size for f, _ in resolve_files(path, options))
+        with warnings.catch_warnings():  # iter_text_sources warns about the same files once
+            warnings.simplefilter("ignore")
+            resolved = resolve_files(path, options)
+        sizes = [(name, f.stat().st_size) for f, name in resolved]
+        total = sum(size for _, size in sizes)
+        files = hashlib.sha256(json.dumps(sizes).encode()).hexdigest()
     kwargs.setdefault("total_bytes", total)
-    return prepare_shards(docs, tokenizer, out_dir, source=str(path), **kwargs)
+    return prepare_shards(docs, tokenizer, out_dir, source=str(path), source_files=files, **kwargs)
