@@ -165,6 +165,7 @@ def test_one_big_document_commits_inside_and_resumes(tmp_path, monkeypatch, cras
         prepare([big], tok, tmp_path / "cut", val_fraction=0.0)
     monkeypatch.setattr(shards, "_write_index", real)
     assert commits[-1][0] == 0 and commits[-1][1] > 0  # progress inside the one document
+    assert 0 < read_index(tmp_path / "cut").text_bytes < len(big.text.encode())  # and its bytes
     prepare([big], tok, tmp_path / "cut", val_fraction=0.0)
     assert shard_bytes(tmp_path / "cut") == shard_bytes(tmp_path / "full")
 

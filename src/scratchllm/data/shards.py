@@ -97,7 +97,7 @@ class PrepareState:
     # about `chunk_bytes`; progress is committed after every chunk, inside a document too)
     next_piece: int = 0
     chunk_bytes: int = 0  # the piece size those pieces were cut with (0: none written yet)
-    text_bytes: int = 0  # UTF-8 bytes of the documents written
+    text_bytes: int = 0  # UTF-8 bytes of the text written (the pieces of a cut document too)
     complete: bool = False
     splits: dict[str, list[ShardInfo]] = field(default_factory=lambda: {s: [] for s in SPLITS})
     format: int = FORMAT_VERSION
@@ -479,10 +479,12 @@ def _run(
                 val = is_validation(piece.doc.name, settings.val_fraction, settings.seed)
                 writers["val" if val else "train"].write(ids, new_document=piece.first)
                 done_pieces += 1
+                # per piece: a huge document is neither encoded again whole nor shown at 0% until
+                # its end
+                done_bytes += len(piece.text.encode("utf-8"))
                 if piece.last:
                     done_docs += 1
                     done_pieces = 0
-                    done_bytes += len(piece.doc.text.encode("utf-8"))
             # commit after every chunk, also inside a long document (one big file)
             for writer in writers.values():
                 writer.flush()
