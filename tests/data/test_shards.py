@@ -243,3 +243,12 @@ def test_resume_over_changed_files_is_refused(tmp_path, byte_tokenizer) -> None:
         corpus_dir, byte_tokenizer, out, workers=1, val_fraction=0.2, overwrite=True
     )
     assert sum(report.documents.values()) == 6
+
+
+def test_a_split_left_empty_is_warned_about(tmp_path, byte_tokenizer) -> None:
+    """One document (a single file such as tinyshakespeare.txt) cannot be split by document:
+    asking for validation data and getting none is said, not silent."""
+    docs = [Document("only.txt", "to be or not to be " * 50)]
+    with pytest.warns(UserWarning, match=r"val_fraction=0.1 sent no document to 'val'"):
+        report = prepare(docs, byte_tokenizer, tmp_path, val_fraction=0.1)
+    assert report.documents == {"train": 1, "val": 0}

@@ -498,8 +498,23 @@ def _run(
             writer.close()
     if state.tokens() == 0:
         raise DataError(f"no documents to prepare from {settings.source or 'the source'}")
+    _warn_empty_split(state)
     state.complete = True
     _write_index(out, state)
+
+
+def _warn_empty_split(state: PrepareState) -> None:
+    """The split is by whole documents: a corpus of one file (or a few) can leave a split empty."""
+    if state.settings.val_fraction == 0:
+        return
+    for split in SPLITS:
+        if state.documents(split) == 0:
+            warnings.warn(
+                f"val_fraction={state.settings.val_fraction} sent no document to {split!r}: "
+                f"the split is by whole documents and the corpus has {state.documents()} document(s) "
+                "(cut a single large file into several, or try another --seed)",
+                stacklevel=3,
+            )
 
 
 # ----------------------------------------------------------------------------- reading
