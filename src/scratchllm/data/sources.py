@@ -5,10 +5,13 @@ that the same path always gives the same documents: directories and globs are wa
 order. ``iter_text_sources`` streams (a corpus larger than memory never needs to be held at once);
 ``read_text_sources`` collects the stream into a list and refuses an empty corpus.
 
+Text files are read as Python's text mode reads them (no byte order mark, ``\\n`` line ends);
+hidden files are left out of directory walks, and a file reached twice is read once.
+
 Bad input is reported, not fatal, where it can be: empty files are skipped with a warning, and
 undecodable bytes are replaced with U+FFFD and counted in a warning. A missing path, a JSON Lines
-line that is not a JSON object or lacks the text field, and a corpus with no text are errors that
-name the path and line.
+line that is not a JSON object or lacks the text field, a Parquet column that is not text, and a
+corpus with no text are errors that name the path and line.
 """
 
 from __future__ import annotations
