@@ -252,3 +252,15 @@ def test_a_split_left_empty_is_warned_about(tmp_path, byte_tokenizer) -> None:
     with pytest.warns(UserWarning, match=r"val_fraction=0.1 sent no document to 'val'"):
         report = prepare(docs, byte_tokenizer, tmp_path, val_fraction=0.1)
     assert report.documents == {"train": 1, "val": 0}
+
+
+def test_default_workers_follow_the_affinity_mask(monkeypatch) -> None:
+    """Under `taskset -c 0` or a scheduler's CPU set, prepare starts one worker per CPU it may
+    use, not one per CPU of the machine."""
+    from scratchllm.data.shards import available_cpus
+
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3})
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert available_cpus() == 1

@@ -354,6 +354,14 @@ def _encoded_chunks(
 
 
 # ----------------------------------------------------------------------------- prepare
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, as ``taskset`` or a batch scheduler sets
+    it), not all CPUs of the machine that ``os.cpu_count()`` reports."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def prepare_shards(
     docs: Iterable[Document],
     tokenizer: TextEncoder,
@@ -404,7 +412,7 @@ def prepare_shards(
             tokenizer,
             out,
             state,
-            workers or os.cpu_count() or 1,
+            workers or available_cpus(),
             chunk_bytes,
             progress,
             total_bytes,
