@@ -160,3 +160,28 @@ def test_parquet_column_that_is_not_text(tmp_path) -> None:
         read_text_sources(path)
     with pytest.warns(UserWarning, match=r"skipped 1 empty or null row"):
         assert [d.text for d in read_text_sources(path, column="body")] == ["a"]
+
+
+def test_binary_file_refused_naming_it(tmp_path) -> None:
+    """A gzip file (or UTF-16 text) read as UTF-8 would be noise with U+FFFD everywhere."""
+    import gzip
+
+    (tmp_path / "a.txt").write_bytes(gzip.compress(b"some text " * 100))
+    with pytest.raises(DataError, match=r"a.txt: not UTF-8 text \(a NUL byte at offset \d+\)"):
+        read_text_sources(tmp_path)
+    (tmp_path / "a.txt").write_text("hello", encoding="utf-16")
+    with pytest.raises(DataError, match="UTF-16"):
+        read_text_sources(tmp_path / "a.txt")
+
+
+def test_jsonl_bad_bytes_warned_once_per_file(tmp_path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b"".join(b'{"text": "x\xff %d"}\n' % i for i in range(50)))
+    with pytest.warns(UserWarning) as caught:
+        docs = read_text_sources(path)
+    assert len(docs) == 50 and docs[0].text == "x\ufffd 0"
+    messages = [str(w.message) for w in caught]
+    assert messages == [
+        f"{path}: replaced 50 undecodable byte sequence(s) with U+FFFD on 50 "
+        "line(s) (1, 2, 3, 4, 5 ...)"
+    ]

@@ -36,6 +36,8 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson")
 PARQUET_SUFFIXES = (".parquet",)
 DEFAULT_INCLUDE = tuple(f"*{s}" for s in TEXT_SUFFIXES)
 _REPLACEMENT = "\ufffd"
+# Bytes looked at for a NUL that marks a binary file (as git does, 8000).
+_BINARY_SNIFF_BYTES = 8000
 _BOM = b"\xef\xbb\xbf"  # UTF-8 byte order mark that Windows editors put first
 
 
@@ -204,7 +206,9 @@ def _read_file(file: Path, name: str, options: SourceOptions) -> Iterator[Docume
     elif suffix in PARQUET_SUFFIXES:
         yield from _read_parquet(file, name, options.column)
     else:
-        text = normalize_newlines(decode_text(file.read_bytes(), str(file)))
+        raw = file.read_bytes()
+        _check_not_binary(raw, file)
+        text = normalize_newlines(decode_text(raw, str(file)))
         if text.strip():
             yield Document(name, text)
         else:
@@ -220,27 +224,47 @@ def normalize_newlines(text: str) -> str:
 def decode_text(raw: bytes, where: str) -> str:
     """UTF-8 text of ``raw`` without a leading byte order mark; undecodable bytes become U+FFFD
     and are counted in a warning."""
-    raw = raw.removeprefix(_BOM)
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("utf-8", errors="replace")
-        replaced = text.count(_REPLACEMENT) - raw.count(_REPLACEMENT.encode("utf-8"))
+    text, replaced = _decode_counted(raw.removeprefix(_BOM))
+    if replaced:
         warnings.warn(
             f"{where}: replaced {replaced} undecodable byte sequence(s) with U+FFFD", stacklevel=4
         )
-        return text
+    return text
+
+
+def _decode_counted(raw: bytes) -> tuple[str, int]:
+    """(text, number of undecodable byte sequences replaced with U+FFFD)."""
+    try:
+        return raw.decode("utf-8"), 0
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8", errors="replace")
+        return text, text.count(_REPLACEMENT) - raw.count(_REPLACEMENT.encode("utf-8"))
+
+
+def _check_not_binary(raw: bytes, file: Path) -> None:
+    """Refuse a file with a NUL byte near its start: compressed, binary or UTF-16, not UTF-8
+    text, and read as text it would train on noise (git tells binary files apart the same way)."""
+    nul = raw.find(b"\0", 0, _BINARY_SNIFF_BYTES)
+    if nul >= 0:
+        raise DataError(
+            f"{file}: not UTF-8 text (a NUL byte at offset {nul}): a compressed, binary or UTF-16 "
+            "file; decompress or convert it, or leave it out with --exclude"
+        )
 
 
 def _read_jsonl(file: Path, name: str, text_field: str) -> Iterator[Document]:
-    empty = 0
+    empty = replaced = 0
+    bad_lines: list[int] = []
     with open(file, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             if lineno == 1:
                 raw = raw.removeprefix(_BOM)
             if not raw.strip():
                 continue
-            line = decode_text(raw, f"{file}:{lineno}")
+            line, bad = _decode_counted(raw)
+            if bad:  # counted, and said once per file rather than once per line
+                replaced += bad
+                bad_lines.append(lineno)
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
@@ -263,6 +287,13 @@ def _read_jsonl(file: Path, name: str, text_field: str) -> Iterator[Document]:
                 empty += 1
     if empty:
         warnings.warn(f"{file}: skipped {empty} record(s) with empty {text_field!r}", stacklevel=3)
+    if replaced:
+        lines = ", ".join(map(str, bad_lines[:5])) + (" ..." if len(bad_lines) > 5 else "")
+        warnings.warn(
+            f"{file}: replaced {replaced} undecodable byte sequence(s) with U+FFFD on "
+            f"{len(bad_lines)} line(s) ({lines})",
+            stacklevel=3,
+        )
 
 
 def _read_parquet(file: Path, name: str, column: str) -> Iterator[Document]:
