@@ -264,3 +264,14 @@ def test_default_workers_follow_the_affinity_mask(monkeypatch) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3})
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     assert available_cpus() == 1
+
+
+def test_resume_over_a_damaged_shard_says_how_to_recover(tmp_path, byte_tokenizer) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        prepare(interrupted(corpus(), 30), byte_tokenizer, tmp_path)
+    shard = tmp_path / "train_000000.bin"
+    shard.write_bytes(shard.read_bytes()[:10])
+    with pytest.raises(DataError, match=r"train_000000.bin: missing or shorter .* --overwrite"):
+        prepare(corpus(), byte_tokenizer, tmp_path)
+    prepare(corpus(), byte_tokenizer, tmp_path, overwrite=True)
+    assert read_index(tmp_path).complete

@@ -197,7 +197,10 @@ class _SplitWriter:
         for info in shards:  # resume: drop anything written after the last commit
             path = out_dir / info.file
             if not path.is_file() or path.stat().st_size < info.tokens * self.dtype.itemsize:
-                raise DataError(f"{path}: shorter than {INDEX_NAME} says; prepare again")
+                raise DataError(
+                    f"{path}: missing or shorter than the {info.tokens} ids {INDEX_NAME} says it "
+                    "holds, so the run cannot be resumed; prepare again with --overwrite"
+                )
             os.truncate(path, info.tokens * self.dtype.itemsize)
         if shards:
             self.fh = open(out_dir / shards[-1].file, "ab")
