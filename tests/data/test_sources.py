@@ -185,3 +185,15 @@ def test_jsonl_bad_bytes_warned_once_per_file(tmp_path) -> None:
         f"{path}: replaced 50 undecodable byte sequence(s) with U+FFFD on 50 "
         "line(s) (1, 2, 3, 4, 5 ...)"
     ]
+
+
+def test_glob_through_a_symlink_loop_keeps_the_short_names(tmp_path) -> None:
+    """glob follows a link back to an ancestor until the OS stops it; each file is read once,
+    under its shortest name (the one the directory walk gives)."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "loop").symlink_to(tmp_path, target_is_directory=True)
+    (tmp_path / "z.txt").write_text("zed")
+    (tmp_path / "sub" / "a.txt").write_text("ay")
+    with pytest.warns(UserWarning, match="read once"):
+        docs = read_text_sources(str(tmp_path / "**" / "*.txt"))
+    assert [(d.name, d.text) for d in docs] == [("sub/a.txt", "ay"), ("z.txt", "zed")]

@@ -174,24 +174,29 @@ def _walk(root: Path) -> list[str]:
 
 
 def _unique(files: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
-    """``files`` without the second and later paths to one file (same device and inode)."""
-    first: dict[tuple[int, int], str] = {}
-    kept, dropped = [], []
+    """``files`` (sorted) with each file (device and inode) once, under its shortest name: a glob
+    through a symlink loop reaches ``a.txt`` as ``loop/loop/.../a.txt`` too."""
+    best: dict[tuple[int, int], tuple[Path, str]] = {}
     for file, name in files:
-        st = file.stat()
-        key = (st.st_dev, st.st_ino)
-        if key in first:
-            dropped.append(f"{name} (same file as {first[key]})")
-            continue
-        first[key] = name
-        kept.append((file, name))
+        key = _inode(file)
+        if key not in best or name.count("/") < best[key][1].count("/"):
+            best[key] = (file, name)
+    kept = {name for _, name in best.values()}
+    dropped = [
+        f"{name} (same file as {best[_inode(file)][1]})" for file, name in files if name not in kept
+    ]
     if dropped:
         warnings.warn(
             f"read once: {len(dropped)} path(s) to files already read: {', '.join(dropped[:3])}"
             + (" ..." if len(dropped) > 3 else ""),
             stacklevel=3,
         )
-    return kept
+    return [(file, name) for file, name in files if name in kept]
+
+
+def _inode(file: Path) -> tuple[int, int]:
+    st = file.stat()
+    return st.st_dev, st.st_ino
 
 
 def _matches(rel: str, patterns: Sequence[str]) -> bool:
