@@ -22,3 +22,13 @@ class ByteTokenizer:
         for i in ids:
             out += b"<|endoftext|>" if i == self.eot_id else b"<|bos|>" if i == 257 else bytes([i])
         return out.decode("utf-8", errors="replace")
+
+
+class WrongVocab:
+    """A tokenizer whose vocab_size understates its ids (65,536 fits uint16; id 70,000 does not)."""
+
+    vocab_size = 2**16
+    eot_id = 70_000
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        return [ord(c) for c in text]

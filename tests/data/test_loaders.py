@@ -104,3 +104,18 @@ def test_state_from_another_loader_is_refused() -> None:
 def test_too_few_windows_for_one_batch() -> None:
     with pytest.raises(ValueError, match="fewer than batch_size"):
         EpochLoader(WindowDataset(np.arange(20), 6, 6), 8)
+
+
+def test_bad_seed_and_incomplete_state_are_named() -> None:
+    from scratchllm.data.loaders import ShardSampler
+    from scratchllm.errors import DataError
+
+    ds = WindowDataset(np.arange(100), 4, 4)
+    with pytest.raises(DataError, match="seed must be a non-negative integer, got -1"):
+        EpochLoader(ds, 2, seed=-1)
+    with pytest.raises(DataError, match="seed must be a non-negative integer, got -3"):
+        ShardSampler([np.arange(100)], 2, 4, seed=-3)
+    with pytest.raises(DataError, match=r"loader state lacks epoch, batch_index \(has: seed\)"):
+        EpochLoader(ds, 2).load_state_dict({"seed": 0})
+    with pytest.raises(DataError, match=r"sampler state lacks step"):
+        ShardSampler([np.arange(100)], 2, 4).load_state_dict({})

@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 
 import numpy as np
 import pytest
 import torch
+from data_tokenizer import WrongVocab
 
 from scratchllm.data.loaders import ShardSampler
 from scratchllm.data.shards import open_shards, prepare_shards, read_index
@@ -163,5 +165,113 @@ def test_one_big_document_commits_inside_and_resumes(tmp_path, monkeypatch, cras
         prepare([big], tok, tmp_path / "cut", val_fraction=0.0)
     monkeypatch.setattr(shards, "_write_index", real)
     assert commits[-1][0] == 0 and commits[-1][1] > 0  # progress inside the one document
+    assert 0 < read_index(tmp_path / "cut").text_bytes < len(big.text.encode())  # and its bytes
     prepare([big], tok, tmp_path / "cut", val_fraction=0.0)
     assert shard_bytes(tmp_path / "cut") == shard_bytes(tmp_path / "full")
+
+
+def test_resume_inside_a_document_keeps_the_documents_after_it(tmp_path, monkeypatch):
+    """A resume inside a long document skips that document's written pieces only: the short and
+    long documents after it are written whole."""
+    import scratchllm.data.shards as shards
+
+    big = Document("big", "\n".join(d.text for d in corpus(40)))  # ~5 pieces of 500 bytes
+    docs = [big, Document("short", "alpha beta"), Document("big2", big.text[::-1]), *corpus(5)]
+    tok = BPETokenizer.train([d.text for d in docs], 300)
+    prepare(docs, tok, tmp_path / "full", val_fraction=0.0)
+    real = shards._write_index
+    commits = []
+
+    def crashing(out, state):
+        real(out, state)
+        commits.append(state.next_piece)
+        if len(commits) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(shards, "_write_index", crashing)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(docs, tok, tmp_path / "cut", val_fraction=0.0)
+    monkeypatch.setattr(shards, "_write_index", real)
+    assert read_index(tmp_path / "cut").next_piece > 0  # interrupted inside `big`
+    report = prepare(docs, tok, tmp_path / "cut", val_fraction=0.0)
+    assert report.documents["train"] == len(docs)
+    assert shard_bytes(tmp_path / "cut") == shard_bytes(tmp_path / "full")
+
+
+def _orphan_check(fake_parent: int) -> None:
+    import scratchllm.data.shards as shards
+
+    try:
+        shards._exit_when_orphaned(fake_parent)  # exits with 1: the "parent" is not ours
+    except BaseException:
+        os._exit(3)
+    os._exit(0)
+
+
+def test_worker_exits_when_its_parent_is_gone() -> None:
+    """Workers of a prepare killed with SIGTERM/SIGKILL end on their own instead of blocking
+    forever on the result pipe; here the watched parent pid is one that is not the parent."""
+    import multiprocessing
+
+    child = multiprocessing.get_context("fork").Process(target=_orphan_check, args=(-1,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 1
+
+
+def test_ids_outside_the_vocabulary_are_an_error_not_wrapped(tmp_path) -> None:
+    with pytest.raises(DataError, match=r"token id 70000 is outside .* vocab_size 65536"):
+        prepare([Document("b", "hi")], WrongVocab(), tmp_path)
+
+
+def test_resume_over_changed_files_is_refused(tmp_path, byte_tokenizer) -> None:
+    """Resuming skips documents by count, so files added, removed or edited since the interrupted
+    run would shift every later document: refused, naming the cause."""
+    from scratchllm.data.shards import prepare_path
+
+    corpus_dir = tmp_path / "corpus"
+    corpus_dir.mkdir()
+    for i in range(5):
+        (corpus_dir / f"{i}.txt").write_text(f"document {i} " * 20)
+    out = tmp_path / "shards"
+    prepare_path(corpus_dir, byte_tokenizer, out, workers=1, val_fraction=0.2)
+    prepare_path(corpus_dir, byte_tokenizer, out, workers=1, val_fraction=0.2)  # same: fine
+    (corpus_dir / "0a.txt").write_text("inserted before the others")
+    with pytest.raises(DataError, match="source files: their names or sizes changed"):
+        prepare_path(corpus_dir, byte_tokenizer, out, workers=1, val_fraction=0.2)
+    report = prepare_path(
+        corpus_dir, byte_tokenizer, out, workers=1, val_fraction=0.2, overwrite=True
+    )
+    assert sum(report.documents.values()) == 6
+
+
+def test_a_split_left_empty_is_warned_about(tmp_path, byte_tokenizer) -> None:
+    """One document (a single file such as tinyshakespeare.txt) cannot be split by document:
+    asking for validation data and getting none is said, not silent."""
+    docs = [Document("only.txt", "to be or not to be " * 50)]
+    with pytest.warns(UserWarning, match=r"val_fraction=0.1 sent no document to 'val'"):
+        report = prepare(docs, byte_tokenizer, tmp_path, val_fraction=0.1)
+    assert report.documents == {"train": 1, "val": 0}
+
+
+def test_default_workers_follow_the_affinity_mask(monkeypatch) -> None:
+    """Under `taskset -c 0` or a scheduler's CPU set, prepare starts one worker per CPU it may
+    use, not one per CPU of the machine."""
+    from scratchllm.data.shards import available_cpus
+
+    if not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no CPU affinity on this platform")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3})
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert available_cpus() == 1
+
+
+def test_resume_over_a_damaged_shard_says_how_to_recover(tmp_path, byte_tokenizer) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        prepare(interrupted(corpus(), 30), byte_tokenizer, tmp_path)
+    shard = tmp_path / "train_000000.bin"
+    shard.write_bytes(shard.read_bytes()[:10])
+    with pytest.raises(DataError, match=r"train_000000.bin: missing or shorter .* --overwrite"):
+        prepare(corpus(), byte_tokenizer, tmp_path)
+    prepare(corpus(), byte_tokenizer, tmp_path, overwrite=True)
+    assert read_index(tmp_path).complete

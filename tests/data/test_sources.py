@@ -66,7 +66,8 @@ def test_parquet_column(tmp_path) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
     path = tmp_path / "d.parquet"
     pq.write_table(pa.table({"content": ["alpha", "", "beta"], "n": [1, 2, 3]}), path)
-    docs = read_text_sources(path, column="content")
+    with pytest.warns(UserWarning, match="skipped 1 empty"):
+        docs = read_text_sources(path, column="content")
     assert [(d.name, d.text) for d in docs] == [("d.parquet#0", "alpha"), ("d.parquet#2", "beta")]
     with pytest.raises(DataError, match="no column 'text'"):
         read_text_sources(path)
@@ -86,3 +87,113 @@ def test_split_by_document_is_deterministic() -> None:
     assert val != split_documents(docs, 0.2, seed=2)[1]
     assert {d.name for d in train}.isdisjoint(d.name for d in val)
     assert split_documents(docs[:2], 0.01)[1] != []
+
+
+def test_directory_walk_skips_hidden_follows_links_once(tmp_path) -> None:
+    """Hidden files and directories are left out (as glob does); a linked directory is walked,
+    a symlink loop is not followed forever, and a file reached twice is read once."""
+    root = tmp_path / "corpus"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "c.txt").write_text("sea")
+    (root / "a.txt").write_text("ay")
+    (root / ".hidden.txt").write_text("secret")
+    (root / ".ipynb_checkpoints").mkdir()
+    (root / ".ipynb_checkpoints" / "a-checkpoint.txt").write_text("old")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "o.txt").write_text("out")
+    (root / "linked").symlink_to(outside, target_is_directory=True)
+    (root / "sub" / "loop").symlink_to(root, target_is_directory=True)
+    (root / "z_again.txt").symlink_to(root / "a.txt")
+    with pytest.warns(UserWarning, match=r"z_again.txt \(same file as a.txt\)"):
+        docs = read_text_sources(root)
+    assert [(d.name, d.text) for d in docs] == [
+        ("a.txt", "ay"),
+        ("linked/o.txt", "out"),
+        ("sub/c.txt", "sea"),
+    ]
+
+
+def test_glob_names_are_relative_to_its_fixed_part(tmp_path, monkeypatch) -> None:
+    """A glob names documents as the directory form does, wherever it is run from (the names
+    decide the train/validation split), and honours exclude."""
+    (tmp_path / "corpus" / "sub").mkdir(parents=True)
+    (tmp_path / "corpus" / "b.txt").write_text("bee")
+    (tmp_path / "corpus" / "sub" / "c.txt").write_text("sea")
+    (tmp_path / "corpus" / "sub" / "skip.txt").write_text("no")
+    absolute = read_text_sources(str(tmp_path / "corpus" / "**" / "*.txt"), exclude=["skip.*"])
+    monkeypatch.chdir(tmp_path)
+    relative = read_text_sources("corpus/**/*.txt", exclude=["skip.*"])
+    names = [d.name for d in read_text_sources(tmp_path / "corpus", exclude=["skip.*"])]
+    assert [d.name for d in absolute] == [d.name for d in relative] == names
+    assert names == ["b.txt", "sub/c.txt"]
+
+
+def test_bom_and_windows_newlines(tmp_path) -> None:
+    """A UTF-8 byte order mark is not text, and CRLF/CR read as LF (as Python's text mode): the
+    same text saved by a Windows editor gives the same document."""
+    (tmp_path / "win.txt").write_bytes(b"\xef\xbb\xbfline one\r\nline two\rthree\r\n")
+    (doc,) = read_text_sources(tmp_path / "win.txt")
+    assert doc.text == "line one\nline two\nthree\n"
+    path = tmp_path / "win.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"text": "a\\r\\nb"}\r\n{"text": "c"}\r\n')
+    docs = read_text_sources(path)
+    assert [(d.name, d.text) for d in docs] == [("win.jsonl:1", "a\r\nb"), ("win.jsonl:2", "c")]
+
+
+def test_jsonl_record_errors_name_line_and_what_is_there(tmp_path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"text": "ok"}\n["a", "list"]\n')
+    with pytest.raises(DataError, match=r"d.jsonl:2: record is a JSON list, not an object"):
+        read_text_sources(path)
+    path.write_text('{"body": "x", "id": 1}\n')
+    with pytest.raises(DataError, match=r"d.jsonl:1: record has no field 'text' \(fields: 'body'"):
+        read_text_sources(path)
+
+
+def test_parquet_column_that_is_not_text(tmp_path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    path = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"text": [1, 2], "body": ["a", None]}), path)
+    with pytest.raises(DataError, match=r"d.parquet: column 'text' holds int64, not text"):
+        read_text_sources(path)
+    with pytest.warns(UserWarning, match=r"skipped 1 empty or null row"):
+        assert [d.text for d in read_text_sources(path, column="body")] == ["a"]
+
+
+def test_binary_file_refused_naming_it(tmp_path) -> None:
+    """A gzip file (or UTF-16 text) read as UTF-8 would be noise with U+FFFD everywhere."""
+    import gzip
+
+    (tmp_path / "a.txt").write_bytes(gzip.compress(b"some text " * 100))
+    with pytest.raises(DataError, match=r"a.txt: not UTF-8 text \(a NUL byte at offset \d+\)"):
+        read_text_sources(tmp_path)
+    (tmp_path / "a.txt").write_text("hello", encoding="utf-16")
+    with pytest.raises(DataError, match="UTF-16"):
+        read_text_sources(tmp_path / "a.txt")
+
+
+def test_jsonl_bad_bytes_warned_once_per_file(tmp_path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(b"".join(b'{"text": "x\xff %d"}\n' % i for i in range(50)))
+    with pytest.warns(UserWarning) as caught:
+        docs = read_text_sources(path)
+    assert len(docs) == 50 and docs[0].text == "x\ufffd 0"
+    messages = [str(w.message) for w in caught]
+    assert messages == [
+        f"{path}: replaced 50 undecodable byte sequence(s) with U+FFFD on 50 "
+        "line(s) (1, 2, 3, 4, 5 ...)"
+    ]
+
+
+def test_glob_through_a_symlink_loop_keeps_the_short_names(tmp_path) -> None:
+    """glob follows a link back to an ancestor until the OS stops it; each file is read once,
+    under its shortest name (the one the directory walk gives)."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "loop").symlink_to(tmp_path, target_is_directory=True)
+    (tmp_path / "z.txt").write_text("zed")
+    (tmp_path / "sub" / "a.txt").write_text("ay")
+    with pytest.warns(UserWarning, match="read once"):
+        docs = read_text_sources(str(tmp_path / "**" / "*.txt"))
+    assert [(d.name, d.text) for d in docs] == [("sub/a.txt", "ay"), ("z.txt", "zed")]

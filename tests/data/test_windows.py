@@ -3,6 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from data_tokenizer import WrongVocab
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -155,3 +156,8 @@ def test_verdict_gpt2_counts(shared_data) -> None:
     x, y = WindowDataset(ids, 4, 1)[0]
     # the book's first window ("I HAD always thought" -> "HAD always thought Jack")
     assert x.tolist() == [40, 367, 2885, 1464] and y.tolist() == [367, 2885, 1464, 1807]
+
+
+def test_ids_outside_the_vocabulary_are_an_error_not_wrapped() -> None:
+    with pytest.raises(DataError, match=r"'b': token id 70000 is outside .* vocab_size 65536"):
+        encode_documents([Document("b", "hi")], WrongVocab())

@@ -65,14 +65,27 @@ def encode_documents(
             "the tokenizer has no end-of-text token to separate documents; train it with one "
             "(e.g. `scratchllm tokenizer train ... --special '<|endoftext|>'`)"
         )
-    parts = [
-        document_ids(tokenizer, d if isinstance(d, str) else d.text, bos_id=bos_id, eot=eot)
-        for d in docs
-    ]
     dtype = token_dtype(tokenizer.vocab_size)
+    parts = []  # each document in the final dtype: no int64 copy of the whole corpus
+    for i, d in enumerate(docs):
+        ids = document_ids(tokenizer, d if isinstance(d, str) else d.text, bos_id=bos_id, eot=eot)
+        check_ids(ids, tokenizer.vocab_size, d if isinstance(d, str) else d.name, i)
+        parts.append(ids.astype(dtype))
     if not parts:
         return np.zeros(0, dtype=dtype)
-    return np.concatenate(parts).astype(dtype)
+    return np.concatenate(parts)
+
+
+def check_ids(ids: np.ndarray, vocab_size: int, name: str, index: int) -> None:
+    """A DataError naming the document when an id does not fit the vocabulary (it would wrap
+    around silently in the uint16/uint32 storage chosen from ``vocab_size``)."""
+    if ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        bad = int(ids.max() if ids.max() >= vocab_size else ids.min())
+        label = f"document {index}" if len(name) > 60 or "\n" in name else repr(name)
+        raise DataError(
+            f"{label}: token id {bad} is outside the tokenizer's vocab_size {vocab_size}; "
+            "its vocab_size is wrong or the begin token is not in its vocabulary"
+        )
 
 
 def document_boundaries(lengths: Sequence[int]) -> np.ndarray:

@@ -53,6 +53,17 @@ def to_device(
     return tuple(t.pin_memory().to(device, non_blocking=True) for t in batch)
 
 
+def _check_seed(seed: int) -> None:
+    if seed < 0:  # numpy's SeedSequence takes non-negative integers only
+        raise DataError(f"seed must be a non-negative integer, got {seed}")
+
+
+def _check_state_keys(state: dict[str, Any], keys: tuple[str, ...], what: str) -> None:
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise DataError(f"{what} state lacks {', '.join(missing)} (has: {', '.join(state)})")
+
+
 class EpochLoader:
     """Batches ``(x, y)`` of shape ``[batch_size, T]`` over a dataset, epoch after epoch.
 
@@ -72,6 +83,7 @@ class EpochLoader:
     ) -> None:
         if batch_size < 1:
             raise DataError(f"batch_size must be at least 1, got {batch_size}")
+        _check_seed(seed)
         self.dataset = dataset
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -142,6 +154,7 @@ class EpochLoader:
         ):
             if key in state and state[key] != mine:
                 raise DataError(f"loader state has {key}={state[key]}, this loader has {mine}")
+        _check_state_keys(state, ("epoch", "batch_index"), "loader")
         self.epoch = int(state["epoch"])
         self.batch_index = int(state["batch_index"])
 
@@ -164,12 +177,11 @@ class ShardSampler:
         seed: int = 0,
         device: str | torch.device | None = None,
     ) -> None:
-        from scratchllm.errors import DataError
-
         if batch_size < 1 or max_length < 1:
             raise DataError(
                 f"batch_size and max_length must be >= 1, got {batch_size}, {max_length}"
             )
+        _check_seed(seed)
         self.shards = list(shards)
         self.batch_size = batch_size
         self.max_length = max_length
@@ -240,4 +252,5 @@ class ShardSampler:
                 raise DataError(
                     f"sampler state has {key}={state[key]}, this sampler has {getattr(self, key)}"
                 )
+        _check_state_keys(state, ("step",), "sampler")
         self.step = int(state["step"])

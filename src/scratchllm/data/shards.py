@@ -26,6 +26,9 @@ import itertools
 import json
 import os
 import tempfile
+import threading
+import time
+import warnings
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -79,6 +82,9 @@ class PrepareSettings:
     shard_tokens: int
     val_fraction: float
     seed: int
+    # sha256 of the source files' names and sizes in reading order ("" when not from files), so
+    # that a resume over a corpus that changed since the interrupted run is refused
+    source_files: str = ""
 
 
 @dataclass
@@ -91,7 +97,7 @@ class PrepareState:
     # about `chunk_bytes`; progress is committed after every chunk, inside a document too)
     next_piece: int = 0
     chunk_bytes: int = 0  # the piece size those pieces were cut with (0: none written yet)
-    text_bytes: int = 0  # UTF-8 bytes of the documents written
+    text_bytes: int = 0  # UTF-8 bytes of the text written (the pieces of a cut document too)
     complete: bool = False
     splits: dict[str, list[ShardInfo]] = field(default_factory=lambda: {s: [] for s in SPLITS})
     format: int = FORMAT_VERSION
@@ -191,7 +197,10 @@ class _SplitWriter:
         for info in shards:  # resume: drop anything written after the last commit
             path = out_dir / info.file
             if not path.is_file() or path.stat().st_size < info.tokens * self.dtype.itemsize:
-                raise DataError(f"{path}: shorter than {INDEX_NAME} says; prepare again")
+                raise DataError(
+                    f"{path}: missing or shorter than the {info.tokens} ids {INDEX_NAME} says it "
+                    "holds, so the run cannot be resumed; prepare again with --overwrite"
+                )
             os.truncate(path, info.tokens * self.dtype.itemsize)
         if shards:
             self.fh = open(out_dir / shards[-1].file, "ab")
@@ -246,8 +255,24 @@ class _Piece:
     last: bool  # gets the end-of-text token and completes the document
 
 
-def _init_worker(tokenizer: TextEncoder, bos_id: int | None, dtype: str) -> None:
+# How often a worker checks that the process that started it is still alive.
+_PARENT_POLL_SECONDS = 0.5
+
+
+def _init_worker(
+    tokenizer: TextEncoder, bos_id: int | None, dtype: str, parent_pid: int | None = None
+) -> None:
     _WORKER.update(tokenizer=tokenizer, bos_id=bos_id, dtype=np.dtype(dtype))
+    if parent_pid is not None:
+        threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), daemon=True).start()
+
+
+def _exit_when_orphaned(parent_pid: int) -> None:
+    """End this worker once its parent is gone. A parent killed by SIGTERM or SIGKILL runs no
+    cleanup, and its workers would otherwise wait forever to hand back their last chunk."""
+    while os.getppid() == parent_pid:
+        time.sleep(_PARENT_POLL_SECONDS)
+    os._exit(1)
 
 
 def _encode_pieces(pieces: list[tuple[str, bool, bool]]) -> list[np.ndarray]:
@@ -257,7 +282,15 @@ def _encode_pieces(pieces: list[tuple[str, bool, bool]]) -> list[np.ndarray]:
     for text, first, last in pieces:
         head = [bos] if first and bos is not None else []
         tail = [tok.eot_id] if last else []
-        out.append(np.asarray(head + encode_text(tok, text) + tail, dtype=dtype))
+        ids = np.asarray(head + encode_text(tok, text) + tail, dtype=np.int64)
+        if ids.size and (ids.min() < 0 or ids.max() >= tok.vocab_size):
+            bad = int(ids.max() if ids.max() >= tok.vocab_size else ids.min())
+            raise DataError(
+                f"token id {bad} is outside the tokenizer's vocab_size {tok.vocab_size} "
+                f"(text starting {text[:40]!r}); its vocab_size is wrong or the begin token "
+                "is not in its vocabulary"
+            )
+        out.append(ids.astype(dtype))
     return out
 
 
@@ -279,14 +312,13 @@ def _chunks(
     size = 0
     for doc in docs:
         parts = _split_text(tokenizer, doc.text, chunk_bytes)
-        for i, part in enumerate(parts):
-            if i < skip_pieces:
-                continue
+        for i, part in enumerate(parts[skip_pieces:], start=skip_pieces):
             chunk.append(_Piece(doc, part, i == 0, i == len(parts) - 1))
             size += len(part)
             if size >= chunk_bytes:
                 yield chunk
                 chunk, size = [], 0
+        skip_pieces = 0  # only the document the resume starts inside was partly written
     if chunk:
         yield chunk
 
@@ -310,7 +342,7 @@ def _encoded_chunks(
     # the workers run only numpy and the tokenizer. spawn where fork does not exist.
     ctx = get_context("fork" if "fork" in get_all_start_methods() else "spawn")
     with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=init_args
+        workers, mp_context=ctx, initializer=_init_worker, initargs=(*init_args, os.getpid())
     ) as pool:
         pending: deque[tuple[list[_Piece], Future[list[np.ndarray]]]] = deque()
         for chunk in _chunks(docs, tokenizer, chunk_bytes, skip_pieces):
@@ -325,6 +357,14 @@ def _encoded_chunks(
 
 
 # ----------------------------------------------------------------------------- prepare
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, as ``taskset`` or a batch scheduler sets
+    it), not all CPUs of the machine that ``os.cpu_count()`` reports."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 def prepare_shards(
     docs: Iterable[Document],
     tokenizer: TextEncoder,
@@ -340,6 +380,7 @@ def prepare_shards(
     overwrite: bool = False,
     progress: bool = False,
     total_bytes: int | None = None,
+    source_files: str = "",
 ) -> PrepareReport:
     """Tokenize ``docs`` into shards under ``out_dir``, resuming an unfinished run there.
 
@@ -363,6 +404,7 @@ def prepare_shards(
         shard_tokens=shard_tokens,
         val_fraction=val_fraction,
         seed=seed,
+        source_files=source_files,
     )
     out = Path(out_dir)
     state = _start_state(out, settings, overwrite)
@@ -373,7 +415,7 @@ def prepare_shards(
             tokenizer,
             out,
             state,
-            workers or os.cpu_count() or 1,
+            workers or available_cpus(),
             chunk_bytes,
             progress,
             total_bytes,
@@ -390,10 +432,16 @@ def prepare_shards(
 def _start_state(out: Path, settings: PrepareSettings, overwrite: bool) -> PrepareState:
     if (out / INDEX_NAME).exists() and not overwrite:
         state = read_index(out)
+        if not state.settings.source_files:  # an index written before file lists were recorded
+            state.settings.source_files = settings.source_files
         if state.settings != settings:
             theirs, mine = asdict(state.settings), asdict(settings)
+            changed = [k for k in mine if theirs[k] != mine[k]]
             diff = ", ".join(
-                f"{k}: {theirs[k]!r} -> {mine[k]!r}" for k in mine if theirs[k] != mine[k]
+                "source files: their names or sizes changed"
+                if k == "source_files"
+                else f"{k}: {theirs[k]!r} -> {mine[k]!r}"
+                for k in changed
             )
             raise DataError(
                 f"{out} holds shards prepared with other settings ({diff}); "
@@ -442,10 +490,12 @@ def _run(
                 val = is_validation(piece.doc.name, settings.val_fraction, settings.seed)
                 writers["val" if val else "train"].write(ids, new_document=piece.first)
                 done_pieces += 1
+                # per piece: a huge document is neither encoded again whole nor shown at 0% until
+                # its end
+                done_bytes += len(piece.text.encode("utf-8"))
                 if piece.last:
                     done_docs += 1
                     done_pieces = 0
-                    done_bytes += len(piece.doc.text.encode("utf-8"))
             # commit after every chunk, also inside a long document (one big file)
             for writer in writers.values():
                 writer.flush()
@@ -459,8 +509,23 @@ def _run(
             writer.close()
     if state.tokens() == 0:
         raise DataError(f"no documents to prepare from {settings.source or 'the source'}")
+    _warn_empty_split(state)
     state.complete = True
     _write_index(out, state)
+
+
+def _warn_empty_split(state: PrepareState) -> None:
+    """The split is by whole documents: a corpus of one file (or a few) can leave a split empty."""
+    if state.settings.val_fraction == 0:
+        return
+    for split in SPLITS:
+        if state.documents(split) == 0:
+            warnings.warn(
+                f"val_fraction={state.settings.val_fraction} sent no document to {split!r}: "
+                f"the split is by whole documents and the corpus has {state.documents()} document(s) "
+                "(cut a single large file into several, or try another --seed)",
+                stacklevel=3,
+            )
 
 
 # ----------------------------------------------------------------------------- reading
@@ -501,9 +566,14 @@ def prepare_path(
     docs = iter_text_sources(
         path, include=include, exclude=exclude, text_field=text_field, column=column
     )
-    total = None
+    total, files = None, ""
     if str(path) != BUILTIN:
         options = SourceOptions(include, exclude, text_field, column)
-        total = sum(f.stat().st_size for f, _ in resolve_files(path, options))
+        with warnings.catch_warnings():  # iter_text_sources warns about the same files once
+            warnings.simplefilter("ignore")
+            resolved = resolve_files(path, options)
+        sizes = [(name, f.stat().st_size) for f, name in resolved]
+        total = sum(size for _, size in sizes)
+        files = hashlib.sha256(json.dumps(sizes).encode()).hexdigest()
     kwargs.setdefault("total_bytes", total)
-    return prepare_shards(docs, tokenizer, out_dir, source=str(path), **kwargs)
+    return prepare_shards(docs, tokenizer, out_dir, source=str(path), source_files=files, **kwargs)

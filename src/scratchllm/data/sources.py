@@ -5,17 +5,22 @@ that the same path always gives the same documents: directories and globs are wa
 order. ``iter_text_sources`` streams (a corpus larger than memory never needs to be held at once);
 ``read_text_sources`` collects the stream into a list and refuses an empty corpus.
 
+Text files are read as Python's text mode reads them (no byte order mark, ``\\n`` line ends);
+hidden files are left out of directory walks, and a file reached twice is read once.
+
 Bad input is reported, not fatal, where it can be: empty files are skipped with a warning, and
 undecodable bytes are replaced with U+FFFD and counted in a warning. A missing path, a JSON Lines
-line that is not a JSON object or lacks the text field, and a corpus with no text are errors that
-name the path and line.
+line that is not a JSON object or lacks the text field, a Parquet column that is not text, and a
+corpus with no text are errors that name the path and line.
 """
 
 from __future__ import annotations
 
 import glob
 import hashlib
+import itertools
 import json
+import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -31,6 +36,9 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson")
 PARQUET_SUFFIXES = (".parquet",)
 DEFAULT_INCLUDE = tuple(f"*{s}" for s in TEXT_SUFFIXES)
 _REPLACEMENT = "\ufffd"
+# Bytes looked at for a NUL that marks a binary file (as git does, 8000).
+_BINARY_SNIFF_BYTES = 8000
+_BOM = b"\xef\xbb\xbf"  # UTF-8 byte order mark that Windows editors put first
 
 
 @dataclass(frozen=True)
@@ -102,26 +110,93 @@ def _is_glob(text: str) -> bool:
 
 
 def resolve_files(path: str | Path, options: SourceOptions) -> list[tuple[Path, str]]:
-    """Files to read with their document names, sorted; a DataError when nothing is there."""
+    """Files to read with their document names, sorted; a DataError when nothing is there.
+
+    Directories are walked recursively, following symbolic links to directories (a link back to
+    an ancestor is not walked twice); files and directories whose names start with "." are left
+    out, as ``glob`` does. A file reached twice (through a link, or a hard link) is read once,
+    with a warning. Names are relative to the directory, or to the fixed part of a glob, so that
+    ``corpus`` and ``corpus/**/*.txt`` give the same names wherever they are run from.
+    """
     text = str(path)
     if _is_glob(text) and not Path(text).exists():
-        files = [Path(p) for p in sorted(glob.glob(text, recursive=True)) if Path(p).is_file()]
+        base = _glob_base(text)
+        found = sorted(glob.glob(text, recursive=True), key=lambda p: Path(p).parts)
+        files = [(Path(p), _relative(Path(p), base)) for p in found if Path(p).is_file()]
+        files = [(f, n) for f, n in files if not _matches(n, options.exclude)]
         if not files:
             raise DataError(f"no files match {text}")
-        return [(f, str(f)) for f in files]
+        return _unique(files)
     root = Path(path)
     if root.is_file():
         return [(root, root.name)]
     if not root.exists():
         raise DataError(f"data path not found: {root}")
     files = []
-    for file in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = file.relative_to(root).as_posix()
+    for rel in _walk(root):
         if _matches(rel, options.include) and not _matches(rel, options.exclude):
-            files.append((file, rel))
+            files.append((root / rel, rel))
     if not files:
         raise DataError(f"no files in {root} match {', '.join(options.include)}")
-    return files
+    return _unique(files)
+
+
+def _glob_base(pattern: str) -> Path:
+    """The directory part of a glob before its first wildcard (``a/b/**/*.txt`` -> ``a/b``)."""
+    parts = Path(pattern).parts
+    fixed = [p for p in itertools.takewhile(lambda part: not _is_glob(part), parts)]
+    return Path(*fixed) if fixed else Path(".")
+
+
+def _relative(file: Path, base: Path) -> str:
+    try:
+        return file.relative_to(base).as_posix()
+    except ValueError:  # a pattern such as ``../x*/a.txt``: keep the path as matched
+        return file.as_posix()
+
+
+def _walk(root: Path) -> list[str]:
+    """Relative paths of the non-hidden files under ``root``, in sorted order of their parts."""
+    found: list[str] = []
+    seen_dirs: set[tuple[int, int]] = set()
+    for top, dirs, names in os.walk(root, followlinks=True):
+        st = os.stat(top)
+        if (st.st_dev, st.st_ino) in seen_dirs:  # a symlink loop, or a directory linked twice
+            dirs[:] = []
+            continue
+        seen_dirs.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # fixed order: first link wins
+        rel_top = Path(top).relative_to(root)
+        for name in names:
+            if not name.startswith(".") and os.path.isfile(os.path.join(top, name)):
+                found.append((rel_top / name).as_posix())
+    return sorted(found, key=lambda rel: rel.split("/"))
+
+
+def _unique(files: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
+    """``files`` (sorted) with each file (device and inode) once, under its shortest name: a glob
+    through a symlink loop reaches ``a.txt`` as ``loop/loop/.../a.txt`` too."""
+    best: dict[tuple[int, int], tuple[Path, str]] = {}
+    for file, name in files:
+        key = _inode(file)
+        if key not in best or name.count("/") < best[key][1].count("/"):
+            best[key] = (file, name)
+    kept = {name for _, name in best.values()}
+    dropped = [
+        f"{name} (same file as {best[_inode(file)][1]})" for file, name in files if name not in kept
+    ]
+    if dropped:
+        warnings.warn(
+            f"read once: {len(dropped)} path(s) to files already read: {', '.join(dropped[:3])}"
+            + (" ..." if len(dropped) > 3 else ""),
+            stacklevel=3,
+        )
+    return [(file, name) for file, name in files if name in kept]
+
+
+def _inode(file: Path) -> tuple[int, int]:
+    st = file.stat()
+    return st.st_dev, st.st_ino
 
 
 def _matches(rel: str, patterns: Sequence[str]) -> bool:
@@ -136,39 +211,77 @@ def _read_file(file: Path, name: str, options: SourceOptions) -> Iterator[Docume
     elif suffix in PARQUET_SUFFIXES:
         yield from _read_parquet(file, name, options.column)
     else:
-        text = decode_text(file.read_bytes(), str(file))
+        raw = file.read_bytes()
+        _check_not_binary(raw, file)
+        text = normalize_newlines(decode_text(raw, str(file)))
         if text.strip():
             yield Document(name, text)
         else:
-            warnings.warn(f"skipping empty file {file}", stacklevel=3)
+            warnings.warn(f"skipping empty (or whitespace-only) file {file}", stacklevel=3)
+
+
+def normalize_newlines(text: str) -> str:
+    """``\\r\\n`` and a lone ``\\r`` become ``\\n``, as Python's text mode reads files, so a
+    file saved on Windows gives the same ids as the same text saved elsewhere."""
+    return text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
 
 
 def decode_text(raw: bytes, where: str) -> str:
-    """UTF-8 text of ``raw``; undecodable bytes become U+FFFD and are counted in a warning."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("utf-8", errors="replace")
-        replaced = text.count(_REPLACEMENT) - raw.count(_REPLACEMENT.encode("utf-8"))
+    """UTF-8 text of ``raw`` without a leading byte order mark; undecodable bytes become U+FFFD
+    and are counted in a warning."""
+    text, replaced = _decode_counted(raw.removeprefix(_BOM))
+    if replaced:
         warnings.warn(
             f"{where}: replaced {replaced} undecodable byte sequence(s) with U+FFFD", stacklevel=4
         )
-        return text
+    return text
+
+
+def _decode_counted(raw: bytes) -> tuple[str, int]:
+    """(text, number of undecodable byte sequences replaced with U+FFFD)."""
+    try:
+        return raw.decode("utf-8"), 0
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8", errors="replace")
+        return text, text.count(_REPLACEMENT) - raw.count(_REPLACEMENT.encode("utf-8"))
+
+
+def _check_not_binary(raw: bytes, file: Path) -> None:
+    """Refuse a file with a NUL byte near its start: compressed, binary or UTF-16, not UTF-8
+    text, and read as text it would train on noise (git tells binary files apart the same way)."""
+    nul = raw.find(b"\0", 0, _BINARY_SNIFF_BYTES)
+    if nul >= 0:
+        raise DataError(
+            f"{file}: not UTF-8 text (a NUL byte at offset {nul}): a compressed, binary or UTF-16 "
+            "file; decompress or convert it, or leave it out with --exclude"
+        )
 
 
 def _read_jsonl(file: Path, name: str, text_field: str) -> Iterator[Document]:
-    empty = 0
+    empty = replaced = 0
+    bad_lines: list[int] = []
     with open(file, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
+            if lineno == 1:
+                raw = raw.removeprefix(_BOM)
             if not raw.strip():
                 continue
-            line = decode_text(raw, f"{file}:{lineno}")
+            line, bad = _decode_counted(raw)
+            if bad:  # counted, and said once per file rather than once per line
+                replaced += bad
+                bad_lines.append(lineno)
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise DataError(f"{file}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(record, dict) or text_field not in record:
-                raise DataError(f"{file}:{lineno}: record has no field {text_field!r}")
+            if not isinstance(record, dict):
+                kind = type(record).__name__
+                raise DataError(f"{file}:{lineno}: record is a JSON {kind}, not an object")
+            if text_field not in record:
+                keys = ", ".join(map(repr, list(record)[:10]))
+                raise DataError(
+                    f"{file}:{lineno}: record has no field {text_field!r} (fields: {keys})"
+                )
             text = record[text_field]
             if not isinstance(text, str):
                 kind = type(text).__name__
@@ -179,10 +292,18 @@ def _read_jsonl(file: Path, name: str, text_field: str) -> Iterator[Document]:
                 empty += 1
     if empty:
         warnings.warn(f"{file}: skipped {empty} record(s) with empty {text_field!r}", stacklevel=3)
+    if replaced:
+        lines = ", ".join(map(str, bad_lines[:5])) + (" ..." if len(bad_lines) > 5 else "")
+        warnings.warn(
+            f"{file}: replaced {replaced} undecodable byte sequence(s) with U+FFFD on "
+            f"{len(bad_lines)} line(s) ({lines})",
+            stacklevel=3,
+        )
 
 
 def _read_parquet(file: Path, name: str, column: str) -> Iterator[Document]:
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as exc:  # pragma: no cover - pyarrow is in the [data] extra
         raise DataError(f"{file}: reading Parquet needs pyarrow (pip install pyarrow)") from exc
@@ -190,12 +311,21 @@ def _read_parquet(file: Path, name: str, column: str) -> Iterator[Document]:
     if column not in parquet.schema_arrow.names:
         names = ", ".join(parquet.schema_arrow.names)
         raise DataError(f"{file}: no column {column!r} (columns: {names})")
-    row = 0
+    kind = parquet.schema_arrow.field(column).type
+    if pa.types.is_dictionary(kind):  # categorical text: look at the values
+        kind = kind.value_type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise DataError(f"{file}: column {column!r} holds {kind}, not text (string)")
+    row = empty = 0
     for batch in parquet.iter_batches(columns=[column], batch_size=1024):
         for text in batch.column(0).to_pylist():
-            if isinstance(text, str) and text.strip():
+            if text is not None and text.strip():
                 yield Document(f"{name}#{row}", text)
+            else:
+                empty += 1
             row += 1
+    if empty:
+        warnings.warn(f"{file}: skipped {empty} empty or null row(s) of {column!r}", stacklevel=3)
 
 
 def document_key(name: str, seed: int) -> int:
