@@ -14,7 +14,7 @@ from scratchllm.data.windows import WindowDataset
 from scratchllm.model import GPTModel, get_preset
 from scratchllm.train.checkpoint import save_weights
 from scratchllm.train.config import TrainConfig
-from scratchllm.train.distributed import init_distributed
+from scratchllm.train.distributed import init_distributed, shutdown_distributed
 from scratchllm.train.loop import Trainer
 
 
@@ -39,6 +39,7 @@ def main(out: str) -> None:
     Trainer(model, cfg, loader, progress=False, dist=info).fit()
     if info.is_main:
         save_weights(model, out)
+    shutdown_distributed()  # exiting with the group up can abort in gloo's threads
 
 
 if __name__ == "__main__":

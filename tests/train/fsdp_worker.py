@@ -17,7 +17,7 @@ from scratchllm.data.windows import WindowDataset
 from scratchllm.model import GPTModel, get_preset
 from scratchllm.train.checkpoint import save_weights
 from scratchllm.train.config import TrainConfig
-from scratchllm.train.distributed import init_distributed
+from scratchllm.train.distributed import init_distributed, shutdown_distributed
 from scratchllm.train.loop import Trainer
 
 # No loss plot (importing matplotlib would take longer than the training).
@@ -64,6 +64,7 @@ def main(out: str, parallel: str, resume: str | None = None) -> None:
     full = trainer.unsharded_model()  # collective under FSDP
     if info.is_main:
         save_weights(full, Path(out) / "final.safetensors")
+    shutdown_distributed()  # exiting with the group up can abort in gloo's threads
 
 
 if __name__ == "__main__":

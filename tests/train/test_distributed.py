@@ -55,3 +55,37 @@ def test_shard_batch_splits_rows_and_checks_divisibility():
     assert torch.equal(shard_batch((x,), DistInfo(1, 2))[0], x[1::2])
     with pytest.raises(ValueError, match="does not split evenly"):
         shard_batch(torch.zeros(3, 2), DistInfo(0, 2))
+
+
+def test_the_process_group_is_left_only_by_whoever_made_it(monkeypatch):
+    from scratchllm.train import distributed, job
+
+    calls, up = [], [False]
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: up[0])
+    monkeypatch.setattr(
+        distributed.dist, "init_process_group", lambda **kw: up.__setitem__(0, True)
+    )
+    monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: calls.append("destroy"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    info = distributed.init_distributed("cpu")
+    assert info.enabled and info.rank == 1 and up[0]
+    distributed.shutdown_distributed()
+    assert calls == ["destroy"]
+    distributed.shutdown_distributed()  # once only
+    assert calls == ["destroy"]
+    # a group the caller made before is theirs to end
+    distributed.init_distributed("cpu")
+    distributed.shutdown_distributed()
+    assert calls == ["destroy"]
+    # run_job leaves the group it joined even when the job fails
+    ended = []
+    monkeypatch.setattr(distributed, "shutdown_distributed", lambda: ended.append(True))
+
+    def fail(*args):
+        raise RuntimeError("job failed")
+
+    monkeypatch.setattr(job, "_run_job", fail)
+    with pytest.raises(RuntimeError, match="job failed"):
+        job.run_job(None)
+    assert ended == [True]

@@ -30,6 +30,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+_OWNED: list[bool] = []  # [True] while a process group made by init_distributed is up
+
 # Gradients are reduced in flat buckets of about this many elements (fewer, larger messages).
 BUCKET_NUMEL = 25_000_000
 
@@ -58,9 +60,18 @@ def init_distributed(device_type: str = "auto") -> DistInfo:
     use_cuda = torch.cuda.is_available() and device_type in ("auto", "cuda")
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        _OWNED.append(True)
     if use_cuda:
         torch.cuda.set_device(local_rank)
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank)
+
+
+def shutdown_distributed() -> None:
+    """Leave the process group ``init_distributed`` joined (one it did not create is left alone).
+    A process that exits with the group still up may abort in gloo's or NCCL's threads."""
+    if _OWNED and dist.is_initialized():
+        dist.destroy_process_group()
+    _OWNED.clear()
 
 
 def device_for(info: DistInfo, requested: str) -> str:

@@ -215,7 +215,17 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def run_job(job: Job, progress: bool = True, log=print):
-    """Run a pretraining job end to end; returns the TrainResult."""
+    """Run a pretraining job end to end; returns the TrainResult. Under torchrun it joins the
+    process group and leaves it at the end (also on an error)."""
+    from scratchllm.train.distributed import shutdown_distributed
+
+    try:
+        return _run_job(job, progress, log)
+    finally:
+        shutdown_distributed()
+
+
+def _run_job(job: Job, progress: bool, log):
     from scratchllm.data.loaders import EpochLoader, ShardSampler
     from scratchllm.data.windows import WindowDataset
     from scratchllm.model import EncoderModel, GPTModel
