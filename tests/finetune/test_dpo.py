@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from scratchllm.errors import ConfigError, DataError
-from scratchllm.finetune.instruct import IGNORE_INDEX, SkipReport
+from scratchllm.finetune.instruct import IGNORE_INDEX
+from scratchllm.finetune.instruct_data import SkipReport
 from scratchllm.finetune.lora import LoRAConfig
 from scratchllm.finetune.preference import (
     DPOConfig,

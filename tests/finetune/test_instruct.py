@@ -13,11 +13,13 @@ from scratchllm.finetune.instruct import (
     IGNORE_INDEX,
     Example,
     InstructConfig,
-    SkipReport,
     collate,
     encode_conversations,
     finetune_instruct,
     judge_responses,
+)
+from scratchllm.finetune.instruct_data import (
+    SkipReport,
     load_conversations,
     split_items,
 )

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from scratchllm.finetune.classify import TextClassifier, predict_proba
 from scratchllm.finetune.classify_data import ClassifyDataset
 from scratchllm.finetune.classify_run import ClassificationLoss
-from scratchllm.finetune.instruct import IGNORE_INDEX, Example, ExampleDataset, SkipReport, collate
+from scratchllm.finetune.instruct import IGNORE_INDEX, Example, ExampleDataset, collate
+from scratchllm.finetune.instruct_data import SkipReport
 from scratchllm.finetune.lora import LoRALinear, apply_lora, lora_layers
 from scratchllm.finetune.preference import DPOObjective, PairDataset, PreferencePair, encode_pairs
 from scratchllm.finetune.templates import get_template

@@ -28,17 +28,19 @@ from scratchllm.finetune.instruct import (
     IGNORE_INDEX,
     Example,
     Log,
+    examples_sha256,
+    prepare_model,
+    save_tuned,
+    tuning_settings,
+)
+from scratchllm.finetune.instruct_data import (
     SkipReport,
     _reason,
     _string,
     check_split,
-    examples_sha256,
-    prepare_model,
     prompt_messages,
     read_records,
-    save_tuned,
     split_items,
-    tuning_settings,
 )
 from scratchllm.finetune.lora import LoRAConfig, lora_disabled, lora_layers
 from scratchllm.finetune.resume import INTERRUPTED, newest_checkpoint, run_trainer, start_run
