@@ -166,17 +166,17 @@ def command_name() -> str:
 def note_adapter_run(run_dir: str) -> None:
     """Say on stderr when ``run_dir`` is an unmerged LoRA adapter run: the command loads it as its
     base run with the adapter merged in memory, and writes nothing into it."""
-    import json
     import sys
     from pathlib import Path
 
-    from scratchllm.finetune.lora import ADAPTER_CONFIG, is_adapter_run
+    from scratchllm.errors import ScratchLLMError
+    from scratchllm.finetune.lora import is_adapter_run, read_adapter_config
 
     if not is_adapter_run(run_dir):
         return
     try:
-        base = json.loads((Path(run_dir) / ADAPTER_CONFIG).read_text(encoding="utf-8"))["base_run"]
-    except (OSError, ValueError, KeyError, TypeError):
+        base = read_adapter_config(run_dir)[1].get("base_run")
+    except ScratchLLMError:
         return  # loading the run reports what is wrong with adapter.json
     if not isinstance(base, str) or not Path(base).is_dir():
         return  # nor is it applied: loading the run says the base is missing
