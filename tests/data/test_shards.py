@@ -257,7 +257,7 @@ def test_a_split_left_empty_is_warned_about(tmp_path, byte_tokenizer) -> None:
 def test_default_workers_follow_the_affinity_mask(monkeypatch) -> None:
     """Under `taskset -c 0` or a scheduler's CPU set, prepare starts one worker per CPU it may
     use, not one per CPU of the machine."""
-    from scratchllm.data.shards import available_cpus
+    from scratchllm.system import available_cpus
 
     if not hasattr(os, "sched_getaffinity"):
         pytest.skip("no CPU affinity on this platform")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from scratchllm.cli.argtypes import positive_int
+from scratchllm.system import available_cpus
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,7 +55,7 @@ def _register_prepare(sub: argparse._SubParsersAction) -> None:
         "--workers",
         type=positive_int,
         default=None,
-        help=f"tokenizing processes (default: the CPUs this process may use, {_cpus()} here)",
+        help=f"tokenizing processes (default: the CPUs this process may use, {available_cpus()} here)",
     )
     p.add_argument(
         "--bos", default=None, help="special token to put at the start of every document"
@@ -71,13 +71,6 @@ def _register_prepare(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=run_prepare)
-
-
-def _cpus() -> int:
-    """What ``shards.available_cpus`` gives, without importing numpy to build the parser."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
 
 
 def _register_info(sub: argparse._SubParsersAction) -> None:

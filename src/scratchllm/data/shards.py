@@ -50,6 +50,7 @@ from scratchllm.data.sources import (
     resolve_files,
 )
 from scratchllm.errors import DataError
+from scratchllm.system import available_cpus
 
 INDEX_NAME = "index.json"
 FORMAT_VERSION = 1
@@ -357,14 +358,6 @@ def _encoded_chunks(
 
 
 # ----------------------------------------------------------------------------- prepare
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity mask, as ``taskset`` or a batch scheduler sets
-    it), not all CPUs of the machine that ``os.cpu_count()`` reports."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
-
-
 def prepare_shards(
     docs: Iterable[Document],
     tokenizer: TextEncoder,

@@ -7,7 +7,6 @@ large file is cut into chunks only where the GPT-2/GPT-4 patterns can never join
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import regex
 
 from scratchllm.errors import TokenizerError
+from scratchllm.system import available_cpus
 from scratchllm.tokenizer.patterns import PATTERNS
 
 # Size of the pieces a large file is cut into for the workers.
@@ -53,8 +53,8 @@ def encode_many(
     **encode_kwargs: Any,
 ) -> list[list[int]]:
     """`[tokenizer.encode(t, **encode_kwargs) for t in texts]`, spread over `processes` workers
-    (default: CPU count; 1 runs in this process)."""
-    processes = processes or os.cpu_count() or 1
+    (default: the CPUs this process may use; 1 runs in this process)."""
+    processes = processes or available_cpus()
     bar = _bar(len(texts), progress, desc)
     if processes <= 1 or len(texts) <= 1:
         out = []
