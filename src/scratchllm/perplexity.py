@@ -61,6 +61,18 @@ def sliding_windows(n_tokens: int, context: int, stride: int) -> list[Window]:
     return windows
 
 
+def plan_windows(
+    model_context: int, n_tokens: int, context: int | None = None, stride: int | None = None
+) -> tuple[int, int, list[Window]]:
+    """(context, stride, windows) with the defaults filled in: the model's context length and
+    half of it; a context longer than the model's is refused."""
+    context = model_context if context is None else context
+    if context > model_context:
+        raise ValueError(f"context {context} is longer than the model's {model_context}")
+    stride = context // 2 if stride is None else stride
+    return context, stride, sliding_windows(n_tokens, context, stride)
+
+
 @dataclass(frozen=True)
 class PerplexityReport:
     """What `perplexity` measured."""
@@ -118,11 +130,6 @@ def perplexity(
     ``token_bytes(ids)`` gives the byte length of some scored ids' text, for bits per byte.
     ``progress(n)`` is called after each batch with the number of windows it held.
     """
-    cfg = model.cfg
-    context = cfg.context_length if context is None else context
-    if context > cfg.context_length:
-        raise ValueError(f"context {context} is longer than the model's {cfg.context_length}")
-    stride = context // 2 if stride is None else stride
     if isinstance(ids, list):
         ids = np.asarray(ids, dtype=np.int64)
     if ids.ndim != 1:
@@ -130,10 +137,10 @@ def perplexity(
     n = len(ids)
     if n < 2:
         raise ValueError(f"perplexity needs at least 2 tokens to score, got {n}")
+    context, stride, windows = plan_windows(model.cfg.context_length, n, context, stride)
     batch_size = max(1, BATCH_TOKENS // context) if batch_size is None else batch_size
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-    windows = sliding_windows(n, context, stride)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from scratchllm.data.sources import read_text_sources
     from scratchllm.errors import CheckpointError, DataError
     from scratchllm.model import GPTModel
-    from scratchllm.perplexity import perplexity, sliding_windows
+    from scratchllm.perplexity import perplexity, plan_windows
     from scratchllm.tokenizer import BPETokenizer
     from scratchllm.train.checkpoint import load_run
     from scratchllm.train.loop import resolve_device
@@ -136,15 +136,14 @@ def run(args: argparse.Namespace) -> int:
         exact = tok.decode_bytes([i for i in pieces if i not in specials]) == text
     if len(ids) < 2:
         raise DataError(f"{args.data}: {len(ids)} token(s); perplexity needs at least 2")
-    context = args.context or loaded.model.cfg.context_length
-    if context > loaded.model.cfg.context_length:
-        raise ValueError(
-            f"--context {context} is longer than the model's {loaded.model.cfg.context_length}"
-        )
-    stride = args.stride or context // 2
-    n_windows = len(sliding_windows(len(ids), context, stride))  # checks context and stride
+    # checked before the progress bar is drawn
+    context, stride, windows = plan_windows(
+        loaded.model.cfg.context_length, len(ids), args.context, args.stride
+    )
     amp = None if args.dtype == "float32" else getattr(torch, args.dtype)
-    bar = tqdm(total=n_windows, unit="window", disable=args.no_progress or args.json, leave=False)
+    bar = tqdm(
+        total=len(windows), unit="window", disable=args.no_progress or args.json, leave=False
+    )
     with bar:
         report = perplexity(
             loaded.model,
