@@ -66,21 +66,33 @@ def test_the_process_group_is_left_only_by_whoever_made_it(monkeypatch):
         distributed.dist, "init_process_group", lambda **kw: up.__setitem__(0, True)
     )
     monkeypatch.setattr(distributed.dist, "destroy_process_group", lambda: calls.append("destroy"))
+    monkeypatch.setattr(distributed.dist, "barrier", lambda: calls.append("barrier"))
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     info = distributed.init_distributed("cpu")
     assert info.enabled and info.rank == 1 and up[0]
-    distributed.shutdown_distributed()
-    assert calls == ["destroy"]
+    distributed.shutdown_distributed()  # every rank waits for the others, then leaves
+    assert calls == ["barrier", "destroy"]
     distributed.shutdown_distributed()  # once only
-    assert calls == ["destroy"]
+    assert calls == ["barrier", "destroy"]
     # a group the caller made before is theirs to end
     distributed.init_distributed("cpu")
     distributed.shutdown_distributed()
-    assert calls == ["destroy"]
-    # run_job leaves the group it joined even when the job fails
+    assert calls == ["barrier", "destroy"]
+    # after an error no barrier: the other ranks may never reach it
+    up[0] = False
+    distributed.init_distributed("cpu")
+    distributed.shutdown_distributed(synchronize=False)
+    assert calls == ["barrier", "destroy", "destroy"]
+    # run_job leaves the group it joined, without waiting for the others when the job fails
     ended = []
-    monkeypatch.setattr(distributed, "shutdown_distributed", lambda: ended.append(True))
+    monkeypatch.setattr(
+        distributed, "shutdown_distributed", lambda synchronize=True: ended.append(synchronize)
+    )
+    monkeypatch.setattr(job, "_run_job", lambda *args: "result")
+    assert job.run_job(None) == "result"
+    assert ended == [True]
+    ended.clear()
 
     def fail(*args):
         raise RuntimeError("job failed")
@@ -88,4 +100,4 @@ def test_the_process_group_is_left_only_by_whoever_made_it(monkeypatch):
     monkeypatch.setattr(job, "_run_job", fail)
     with pytest.raises(RuntimeError, match="job failed"):
         job.run_job(None)
-    assert ended == [True]
+    assert ended == [False]

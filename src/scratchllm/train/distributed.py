@@ -66,10 +66,16 @@ def init_distributed(device_type: str = "auto") -> DistInfo:
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank)
 
 
-def shutdown_distributed() -> None:
+def shutdown_distributed(synchronize: bool = True) -> None:
     """Leave the process group ``init_distributed`` joined (one it did not create is left alone).
-    A process that exits with the group still up may abort in gloo's or NCCL's threads."""
+
+    A process that exits with the group still up may abort in gloo's or NCCL's threads, and so may
+    a rank that tears its group down while another rank is still working (rank 0 saving the
+    weights, say): with ``synchronize`` every rank first waits at a barrier for the others. After
+    an error pass ``synchronize=False``: the other ranks may never reach the barrier."""
     if _OWNED and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()
     _OWNED.clear()
 

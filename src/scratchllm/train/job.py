@@ -220,9 +220,12 @@ def run_job(job: Job, progress: bool = True, log=print):
     from scratchllm.train.distributed import shutdown_distributed
 
     try:
-        return _run_job(job, progress, log)
-    finally:
-        shutdown_distributed()
+        result = _run_job(job, progress, log)
+    except BaseException:
+        shutdown_distributed(synchronize=False)  # the other ranks may never reach a barrier
+        raise
+    shutdown_distributed()
+    return result
 
 
 def _run_job(job: Job, progress: bool, log):
