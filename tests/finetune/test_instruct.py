@@ -130,6 +130,21 @@ def test_overflow_is_skipped_and_counted_or_raises(tok):
         encode_conversations([short], t, tok, 64, on_overflow="drop")
 
 
+def test_truncate_keeps_the_start_of_a_long_answer_and_no_end_token(tok):
+    t = get_template("alpaca")
+    answer = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "word " * 200}]
+    prompt = [{"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "b"}]
+    full_ids, full_flags = t.encode(tok, answer)
+    skips = SkipReport()
+    kept = encode_conversations([answer, prompt], t, tok, 128, on_overflow="truncate", skips=skips)
+    # the answer is cut to the context: the first 129 ids, learning stops where the cut is
+    assert len(kept) == 1 and kept[0].ids == full_ids[:129]
+    assert kept[0].response == full_flags[:129] and any(kept[0].response)
+    assert kept[0].ids[-1] != full_ids[-1] == tok.eot_id
+    # a prompt that fills the context leaves no response to learn from: skipped and counted
+    assert skips.counts["longer than the context"] == 1 and "conversation 1" in skips.summary()
+
+
 def test_split_is_seeded_and_complete():
     parts = split_items(list(range(100)), (0.85, 0.05, 0.10), seed=3)
     assert [len(p) for p in parts] == [85, 5, 10]
