@@ -1,3 +1,4 @@
+import json
 import os
 import socket
 import subprocess
@@ -19,7 +20,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(world_size: int, out: Path) -> None:
+def _launch(world_size: int, out: Path, mode: str = "", timeout: float = 300) -> None:
     port = str(_free_port())
     procs = []
     for rank in range(world_size):
@@ -33,12 +34,19 @@ def _launch(world_size: int, out: Path) -> None:
         }
         procs.append(
             subprocess.Popen(
-                [sys.executable, str(WORKER), str(out)], env=env, stderr=subprocess.PIPE, text=True
+                [sys.executable, str(WORKER), str(out), mode],
+                env=env,
+                stderr=subprocess.PIPE,
+                text=True,
             )
         )
-    for p in procs:
-        _, err = p.communicate(timeout=300)
-        assert p.returncode == 0, err
+    try:
+        for p in procs:
+            _, err = p.communicate(timeout=timeout)
+            assert p.returncode == 0, err
+    finally:
+        for p in procs:
+            p.kill()
 
 
 def test_two_processes_match_one_process(tmp_path):
@@ -48,6 +56,24 @@ def test_two_processes_match_one_process(tmp_path):
     assert one.keys() == two.keys()
     for name in one:
         torch.testing.assert_close(two[name], one[name], atol=1e-6, rtol=0, msg=name)
+
+
+@pytest.mark.parametrize(
+    ("mode", "step", "stopped"),
+    [("budget", 14, "max_steps"), ("clock", 6, "max_seconds"), ("signal", 3, "signal")],
+)
+def test_ranks_that_disagree_about_stopping_stop_together(tmp_path, mode, step, stopped):
+    """Rank 1's clock runs at half rank 0's speed (``budget``, ``clock``) or only rank 1 gets
+    SIGTERM (``signal``). Decided rank by rank, one rank would stop while the other waited for it
+    in the next all-reduce (the test would time out); agreed, both stop at the step the first
+    reason to stop appeared on any rank: for ``budget`` the probe's 1.3 s and 2.6 s leave 15 and 1
+    steps of 0.1 s and 0.2 s in the 3 s budget (90%), so 14 steps in all; for ``clock`` rank 1
+    passes 1.05 s at step 6 (rank 0 would at step 11)."""
+    out = tmp_path / "w.safetensors"
+    _launch(2, out, mode, timeout=120)
+    ends = [json.loads(Path(f"{out}.rank{r}.json").read_text()) for r in range(2)]
+    assert ends[0] == ends[1], ends
+    assert (ends[0]["step"], ends[0]["stopped"]) == (step, stopped)
 
 
 def test_shard_batch_splits_rows_and_checks_divisibility():

@@ -324,3 +324,54 @@ def test_a_time_budget_fits_the_schedule_to_the_steps_that_fit(
         assert result.stopped == "max_seconds" and result.step < cfg.max_steps
         spent = sum(seconds(s) for s in range(1, result.step + 1))
         assert spent > 4.0 and spent - seconds(result.step) <= 4.0
+
+
+@pytest.mark.parametrize(
+    ("probe_seconds", "later_seconds", "change_after", "change"),
+    [(0.2, 0.05, 13, "longer"), (0.05, 0.2, 20, "shorter")],
+)
+def test_a_time_budget_is_fitted_again_when_the_speed_changes(
+    tmp_path, monkeypatch, one_thread, probe_seconds, later_seconds, change_after, change
+):
+    """The probe (steps 4-13) ran 4x slower (a busy machine) than the steps after it, or 4x
+    faster than the steps after step 20. Fitted once, the run would end at 4.95 s of a 10 s
+    budget, or be cut by the clock before its schedule decayed. Timed again over the next quarter
+    of the run, it ends within the budget, with most of it used and the learning rate near its
+    floor."""
+    import scratchllm.train.loop as loop
+    from scratchllm.train.optim import lr_at
+
+    clock = FakeClock()
+    monkeypatch.setattr(loop, "time", clock)
+
+    def seconds(step):
+        return 0.5 if step <= 3 else probe_seconds if step <= change_after else later_seconds
+
+    trainer = _trainer(tmp_path, steps=1000, max_seconds=10.0, warmup_steps=50, eval_interval=500)
+    trainer.loss_fn = _clocked(trainer, clock, seconds)
+    messages = []
+    monkeypatch.setattr(loop.tqdm, "write", staticmethod(lambda m, *a, **k: messages.append(m)))
+    result = trainer.fit()
+    cfg = trainer.cfg
+    assert result.stopped == "max_steps" and result.step == cfg.max_steps
+    assert 0.8 * 10.0 < sum(seconds(s) for s in range(1, cfg.max_steps + 1)) <= 10.0
+    assert lr_at(cfg.max_steps - 1, cfg) < 0.2 * cfg.lr
+    refits = [m for m in messages if "steps now take" in m]
+    assert len(refits) == 1, messages
+    first = int(messages[0].split("about ")[1].split()[0])
+    assert (cfg.max_steps > 1.5 * first) if change == "longer" else (cfg.max_steps < 0.75 * first)
+
+
+def test_a_time_budget_is_left_alone_when_the_speed_holds(tmp_path, monkeypatch, one_thread):
+    import scratchllm.train.loop as loop
+
+    clock = FakeClock()
+    monkeypatch.setattr(loop, "time", clock)
+    # 5% slower after the probe: within the tolerance, the end of the schedule stays
+    trainer = _trainer(tmp_path, steps=1000, max_seconds=10.0, warmup_steps=50, eval_interval=500)
+    trainer.loss_fn = _clocked(trainer, clock, lambda s: 0.05 if s <= 13 else 0.0525)
+    messages = []
+    monkeypatch.setattr(loop.tqdm, "write", staticmethod(lambda m, *a, **k: messages.append(m)))
+    result = trainer.fit()
+    assert len(messages) == 1 and "steps fit in max_seconds=10" in messages[0]
+    assert result.step == trainer.cfg.max_steps == int(messages[0].split("about ")[1].split()[0])

@@ -142,6 +142,26 @@ def mean_across_ranks(value: float, info: DistInfo, device: torch.device) -> flo
     return float(t.item()) / info.world_size
 
 
+def any_across_ranks(flags: list[bool], info: DistInfo, device: torch.device) -> list[bool]:
+    """Each flag, true if it is true on any rank: decisions that every rank must take together
+    (stop for the clock or for a signal that only some ranks received), or the ranks would part
+    ways and wait for each other's collectives forever."""
+    if not info.enabled:
+        return list(flags)
+    t = torch.tensor([int(f) for f in flags], dtype=torch.int32, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in t.tolist()]
+
+
+def min_across_ranks(value: int, info: DistInfo, device: torch.device) -> int:
+    """The smallest of an integer over ranks (e.g. the steps that fit a time budget)."""
+    if not info.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return int(t.item())
+
+
 # ------------------------------------------------------------------------------------------ FSDP
 #
 # With ``TrainConfig.parallel = "fsdp"`` each transformer block, then the root model, is wrapped

@@ -30,11 +30,13 @@ from scratchllm.train.config import TrainConfig
 from scratchllm.train.distributed import (
     DistInfo,
     all_reduce_grads,
+    any_across_ranks,
     apply_fsdp,
     full_model_state,
     full_optimizer_state,
     load_full_state,
     mean_across_ranks,
+    min_across_ranks,
     shard_batch,
     tied_names,
 )
@@ -44,9 +46,11 @@ from scratchllm.train.optim import build_optimizer, lr_at
 LossFn = Callable[[nn.Module, Any], tuple[torch.Tensor, int]]
 # With max_seconds, the speed of BUDGET_PROBE_STEPS steps (after BUDGET_SKIP_STEPS, which pay
 # one-time costs) decides how many fit: when fewer than max_steps do, the schedule (warm-up,
-# then cosine decay) is fitted to end within the budget.
+# then cosine decay) is fitted to end within the budget. The speed is timed once more over the
+# next quarter of the run, and the end moved if it is off by more than BUDGET_REFIT_TOLERANCE.
 BUDGET_SKIP_STEPS = 3
 BUDGET_PROBE_STEPS = 10
+BUDGET_REFIT_TOLERANCE = 0.1
 
 
 def computes_own_loss(model: nn.Module) -> bool:
@@ -147,6 +151,60 @@ class _StopFlag:
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+class _TimeBudget:
+    """Fits ``cfg.max_steps`` (and so the end of the schedule) to ``cfg.max_seconds``.
+
+    Twice: after timing the probe steps, and again after the next quarter of the run, timed on its
+    own, since the probe may have run on a busier (or quieter) machine than the rest. The second
+    fit moves the end only if it is off by more than a tenth; neither goes past the ``max_steps``
+    asked for. Times are training seconds (evaluation and saving left out: ``_steps_within``
+    counts evaluations separately). Under torchrun each fit is the smallest over the ranks, so
+    that every rank stops at the same step."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.asked = trainer.cfg.max_steps
+        self.fit_at = trainer.step + BUDGET_SKIP_STEPS + BUDGET_PROBE_STEPS
+        self.fits = 0  # 2 when done
+        self.per_step = 0.0  # seconds, as timed for the last fit
+        self.mark: tuple[int, float] | None = None  # (step, training seconds) timing started at
+
+    def after_step(self, train_seconds: float, elapsed: float) -> str | None:
+        """Called after each step; when it refits ``cfg.max_steps`` it says so (a message)."""
+        t, cfg = self.trainer, self.trainer.cfg
+        if self.fits == 2:
+            return None
+        if t.step == self.fit_at - BUDGET_PROBE_STEPS and self.mark is None:
+            self.mark = (t.step, train_seconds)
+        if t.step != self.fit_at or self.mark is None:
+            return None
+        per_step = (train_seconds - self.mark[1]) / (t.step - self.mark[0])
+        left = cfg.max_seconds - elapsed
+        steps = min(t.step + t._steps_within(left, per_step), self.asked)
+        steps = max(min_across_ranks(steps, t.dist, t.device), t.step)
+        self.fits += 1
+        first, before = self.fits == 1, self.per_step
+        self.per_step, self.mark = per_step, (t.step, train_seconds)
+        self.fit_at = t.step + max(BUDGET_PROBE_STEPS, (steps - t.step) // 4)
+        if self.fit_at >= steps:
+            self.fits = 2  # the run ends before a second fit could tell anything
+        off = abs(steps - cfg.max_steps) > BUDGET_REFIT_TOLERANCE * cfg.max_steps
+        if (first and steps >= cfg.max_steps) or (not first and not off):
+            return None
+        cfg.max_steps = steps
+        # a warm-up of at most a tenth of the (new) run, so that it decays
+        cfg.warmup_steps = min(cfg.warmup_steps, max(steps // 10, t.step))
+        if first:
+            return (
+                f"time budget: about {steps} steps fit in max_seconds={cfg.max_seconds:g}; "
+                "the learning-rate schedule now ends there"
+            )
+        return (
+            f"time budget: steps now take {per_step:.3g} s, not {before:.3g} s as first timed; "
+            f"about {steps} steps fit, and the learning-rate schedule now ends there"
+        )
 
 
 def _rng_state() -> dict[str, Any]:
@@ -477,30 +535,21 @@ class Trainer:
             unit="step",
             dynamic_ncols=True,
         )
-        first_step, fitted, probe_start = self.step, not cfg.max_seconds, 0.0
+        budget = _TimeBudget(self) if cfg.max_seconds else None
+        paused = 0.0  # seconds of evaluation and saving in this call
         postfix: dict[str, str] = {} if val is None else {"val": f"{val:.3f}"}
         with _StopFlag() as stop:
             while self.step < last_step:
                 tokens_before = self.tokens
                 loss = self.train_step(batches)
                 bar.update(1)
-                if not fitted and self.step - first_step == BUDGET_SKIP_STEPS:
-                    probe_start = time.perf_counter()
-                if not fitted and self.step - first_step == BUDGET_SKIP_STEPS + BUDGET_PROBE_STEPS:
-                    fitted = True
-                    now = time.perf_counter()
-                    per_step = (now - probe_start) / BUDGET_PROBE_STEPS
-                    left = cfg.max_seconds - (now - start_time)
-                    steps = self.step + self._steps_within(left, per_step)
-                    if steps < cfg.max_steps:
-                        cfg.max_steps = last_step = max(steps, self.step)
-                        # a warm-up of at most a tenth of the (new) run, so that it decays
-                        cfg.warmup_steps = min(cfg.warmup_steps, max(steps // 10, self.step))
+                if budget is not None:
+                    elapsed = time.perf_counter() - start_time
+                    message = budget.after_step(elapsed - paused, elapsed)
+                    if message:
+                        last_step = min(until_step or cfg.max_steps, cfg.max_steps)
                         bar.total = cfg.max_steps
-                        bar.write(
-                            f"time budget: about {cfg.max_steps} steps fit in max_seconds="
-                            f"{cfg.max_seconds:g}; the learning-rate schedule now ends there"
-                        )
+                        bar.write(message)
                 if loss is None:
                     if self.bad_steps >= cfg.max_bad_steps:
                         stopped = "non_finite"
@@ -535,8 +584,12 @@ class Trainer:
                     bar.set_postfix(postfix, refresh=False)
                     self._window_losses, window_tokens = [], 0
                     window_start = time.perf_counter()
-                over_time = cfg.max_seconds and time.perf_counter() - start_time > cfg.max_seconds
                 paused_at = time.perf_counter()  # evaluation and saving do not count as training
+                over_time = bool(cfg.max_seconds) and paused_at - start_time > cfg.max_seconds
+                # every rank stops at the same step, whichever ranks saw the clock or a signal
+                over_time, signalled = any_across_ranks(
+                    [over_time, stop.signum is not None], self.dist, self.device
+                )
                 if self.step % cfg.eval_interval == 0 or self.step == cfg.max_steps or over_time:
                     val = self._evaluate()
                     if val is not None:  # shown from now on (the bar showed the previous one)
@@ -544,10 +597,12 @@ class Trainer:
                         bar.set_postfix(postfix, refresh=False)
                 if cfg.save_interval and self.step % cfg.save_interval == 0:
                     self.save()
+                paused += time.perf_counter() - paused_at
                 window_start += time.perf_counter() - paused_at
-                if stop.signum is not None:
+                if signalled:
                     stopped = "signal"
-                    bar.write(f"received signal {stop.signum}: saving a checkpoint and stopping")
+                    got = f"signal {stop.signum}" if stop.signum else "a signal (on another rank)"
+                    bar.write(f"received {got}: saving a checkpoint and stopping")
                     break
                 if over_time:
                     stopped = "max_seconds"
