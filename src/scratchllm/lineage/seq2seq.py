@@ -29,7 +29,7 @@ from scratchllm.model.attention import Rope, attend, make_attention, merge_heads
 from scratchllm.model.blocks import TransformerBlock, make_mlp
 from scratchllm.model.config import ModelConfig
 from scratchllm.model.embeddings import Embeddings, rope_cos_sin
-from scratchllm.model.gpt import check_input, init_weights
+from scratchllm.model.gpt import check_input, init_weights, keep_mask
 from scratchllm.model.kv_cache import KVCache
 from scratchllm.model.norms import make_norm
 
@@ -206,6 +206,7 @@ class Seq2SeqTransformer(nn.Module):
     def encode(self, src: Tensor, *, src_mask: Tensor | None = None) -> Tensor:
         """Memory: src [B, S] -> [B, S, C]; src_mask [B, S] 0 = padding."""
         check_input(self.enc_cfg, src, 0, src_mask)
+        src_mask = keep_mask(src_mask)  # a float 0/1 mask as bool (a float mask is a bias there)
         positions = torch.arange(src.shape[1], device=src.device)  # [S]
         x = self.src_embed(src, positions)  # [B, S, C]
         rope = self._rope(positions, self.enc_cfg, x)
@@ -247,6 +248,7 @@ class Seq2SeqTransformer(nn.Module):
         else:
             cross_kv = self.memory_kv(memory)
         positions = torch.arange(start, start + tgt.shape[1], device=tgt.device)  # [T]
+        memory_mask = keep_mask(memory_mask)  # [B, S], 1 = real source token
         x = self.tgt_embed(tgt, positions)  # [B, T, C]
         rope = self._rope(positions, self.dec_cfg, x)
         kv_cache = None if cache is None else cache.self_kv

@@ -11,14 +11,36 @@ Every variant has the same call signature
 
     forward(x [B, T, C], *, attention_mask=None, kv_cache=None, rope=None) -> [B, T, C_out]
 
-- attention_mask: [B, T_keys], 1/True for real tokens, 0/False for padding. With a KV cache,
-  T_keys = cached + new positions. Also accepted (see `attend`): a boolean [B, 1, T, T_keys]
-  mask per query/key pair, or the additive float bias a model builds once with `attention_bias`.
+- attention_mask: any mask form below. With a KV cache, T_k = cached + new positions.
 - kv_cache: a `KVCache`; the layer writes its new keys/values at slot `layer_idx`.
 - rope: (cos, sin) [T, head_dim] for the new positions, when rotary positions are used.
 
 All variants go through `attend`, which runs either the explicit math (the reference) or
 `torch.nn.functional.scaled_dot_product_attention` (fused kernels); tests prove them equal.
+
+Masks: one convention, PyTorch's (`scaled_dot_product_attention`), for the layers, `attend`,
+`build_mask`, `attention_bias` and `mask_scores` alike. The T_q queries are the last T_q of the
+T_k keys (the earlier ones come from a cache). Shapes:
+
+- [B, T_k]: per key, e.g. padding;
+- [B, T_q, T_k] or [B, H, T_q, T_k]: per query/key pair (e.g. packed documents);
+  a dimension of size 1 broadcasts (a [B, 1, 1, T_k] mask is per key).
+
+Values, by dtype:
+
+- bool: True = the query may attend to the key, False = masked.
+- integer: 1 = may attend, 0 = masked (as a tokenizer's attention_mask; any nonzero counts as 1).
+- floating: an additive bias, added to the scores: 0 = attend, -inf or the most negative finite
+  value (`torch.finfo(dtype).min`) = masked, other negative values weigh a key down. A positive
+  value (or NaN) is refused: a float mask of 0s and 1s is almost surely a keep-mask, which as a
+  bias would mask nothing. Pass such a mask as ``mask.bool()``. (Softmax ignores a constant per
+  row, so a bias with positive entries works as ``bias - bias.amax(-1, keepdim=True)``.)
+
+A causal layer (``causal=True``) stays causal whatever mask it gets: the mask only removes keys.
+A query with every key masked (a padding query) gets the plain average of all T_k values, never
+NaN, in both paths: masked scores become the most negative finite value, not -inf (a float
+mask's -inf included). Models (`GPTModel`, `EncoderModel`) take the Hugging Face form instead
+(1/0 keep-masks in any dtype, checked) and turn it into one additive bias with `attention_bias`.
 """
 
 from __future__ import annotations
@@ -28,6 +50,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 from scratchllm.model.config import ModelConfig
 from scratchllm.model.embeddings import apply_rotary_emb
@@ -35,28 +58,138 @@ from scratchllm.model.kv_cache import KVCache
 
 Rope = tuple[Tensor, Tensor]
 
+MASK_SHAPES = "[B, T_k], [B, T_q, T_k] or [B, H, T_q, T_k] (size-1 dimensions broadcast)"
+
+# Bias made by `attention_bias` -> (its version then, whether it holds the causal mask). Its values
+# are known (0 / the most negative finite value), so `attend` skips checking them, which would
+# wait for the device in every layer, and re-applying causality it already holds.
+_MADE_BIASES: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+
+def _made_bias(mask: Tensor | None) -> tuple[int, bool] | None:
+    if mask is None or torch.compiler.is_compiling():
+        return None
+    made = _MADE_BIASES.get(mask)
+    return made if made is not None and made[0] == mask._version else None
+
+
+def _check_mask(
+    mask: Tensor, t_q: int, t_k: int, *, batch: int | None = None, heads: int | None = None
+) -> None:
+    """Clear errors for a mask that does not follow the module docstring's convention.
+
+    Shape and dtype are always checked; a float mask's values outside compilation only, and not
+    for a bias `attention_bias` made.
+    """
+    shape = tuple(mask.shape)
+    if mask.dtype.is_complex:
+        raise ValueError(f"attention mask dtype {mask.dtype}: expected bool, integer or floating")
+    if mask.dim() not in (2, 3, 4):
+        raise ValueError(f"attention mask shape {shape}: expected {MASK_SHAPES}")
+    b, h = "B" if batch is None else batch, "H" if heads is None else heads
+    full = {2: (batch, t_k), 3: (batch, t_q, t_k), 4: (batch, heads, t_q, t_k)}[mask.dim()]
+    names = {2: (b, t_k), 3: (b, t_q, t_k), 4: (b, h, t_q, t_k)}[mask.dim()]
+    for i, (size, want) in enumerate(zip(shape, full, strict=True)):
+        last = i == len(shape) - 1  # the keys: never broadcast
+        if not (size == want or (not last and (size == 1 or want is None))):
+            raise ValueError(
+                f"attention mask shape {shape} does not fit {t_q} queries and {t_k} keys: "
+                f"expected {list(names)} here; the forms are {MASK_SHAPES}"
+            )
+    if not mask.is_floating_point() or _made_bias(mask) is not None:
+        return
+    if torch.compiler.is_compiling():
+        return
+    bad = mask[~(mask <= 0)]  # positive or NaN
+    if bad.numel():
+        raise ValueError(
+            f"float attention mask holds {bad[0].item()}: a float mask is an additive bias "
+            "(0 = attend, -inf or torch.finfo(dtype).min = masked); a 0/1 keep-mask must be "
+            "bool (mask.bool(): True = may attend)"
+        )
+
+
+def _as_4d(mask: Tensor) -> Tensor:
+    """[B, T_k] -> [B, 1, 1, T_k]; [B, T_q, T_k] -> [B, 1, T_q, T_k]; 4-D as is."""
+    if mask.dim() == 2:
+        return mask[:, None, None, :]
+    return mask[:, None] if mask.dim() == 3 else mask
+
+
+def _causal_mask(t_q: int, t_k: int, device: torch.device) -> Tensor:
+    """[1, 1, T_q, T_k], True where key position <= query position (queries are the last T_q)."""
+    q_pos = torch.arange(t_k - t_q, t_k, device=device)[:, None]  # [T_q, 1]
+    k_pos = torch.arange(t_k, device=device)[None, :]  # [1, T_k]
+    return (k_pos <= q_pos)[None, None]
+
+
+def _keep_mask(
+    t_q: int, t_k: int, *, causal: bool, padding_mask: Tensor | None, device: torch.device
+) -> Tensor | None:
+    """`build_mask` without the checks."""
+    mask = _causal_mask(t_q, t_k, device) if causal and t_q > 1 else None
+    if padding_mask is not None:
+        if padding_mask.is_floating_point():  # 0 / masked only (checked by the caller)
+            keep = padding_mask > torch.finfo(padding_mask.dtype).min
+        else:
+            keep = padding_mask.bool()
+        keep = _as_4d(keep)
+        mask = keep if mask is None else mask & keep
+    return mask
+
+
+def _bias(
+    t_q: int,
+    t_k: int,
+    *,
+    causal: bool,
+    padding_mask: Tensor | None,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Tensor | None:
+    """`attention_bias` without the checks."""
+    lowest = torch.finfo(dtype).min
+    if padding_mask is not None and padding_mask.is_floating_point():
+        made = _made_bias(padding_mask)
+        if made is not None:  # 0 / the most negative value already: clamped only when narrowed
+            bias = padding_mask
+            if bias.dtype != dtype:  # float16 stays finite
+                bias = bias.clamp(min=lowest).to(dtype)
+            has_causal = made[1]
+        else:
+            bias = _as_4d(padding_mask).to(device=device, dtype=dtype).clamp(min=lowest)
+            has_causal = False
+        if causal and t_q > 1 and not has_causal:
+            bias = bias.masked_fill(~_causal_mask(t_q, t_k, device), lowest)
+        return bias
+    mask = _keep_mask(t_q, t_k, causal=causal, padding_mask=padding_mask, device=device)
+    if mask is None:
+        return None
+    return torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, lowest)
+
 
 def build_mask(
     t_q: int, t_k: int, *, causal: bool, padding_mask: Tensor | None, device: torch.device
 ) -> Tensor | None:
-    """Boolean mask [B or 1, 1, T_q, T_k], True where a query may look at a key; None = all.
+    """Boolean mask [B|1, H|1, T_q|1, T_k], True where a query may look at a key; None = all.
 
-    The T_q queries are the last T_q of the T_k positions (the earlier ones come from a cache).
-    ``padding_mask`` is [B, T_k] (1 = real key) or already per pair, [B, 1, T_q, T_k] (True =
-    may attend; e.g. documents packed into one row that must not see each other).
+    ``padding_mask`` is any form of the module docstring; the result is the causal mask (when
+    ``causal``) and it combined. A float bias must hold only 0 (attend) and -inf or the most
+    negative finite value (masked): any other value is a weight a boolean mask cannot express
+    (ValueError; `attend` and `attention_bias` take it as is).
     """
-    mask = None
-    if causal and t_q > 1:
-        q_pos = torch.arange(t_k - t_q, t_k, device=device)[:, None]  # [T_q, 1]
-        k_pos = torch.arange(t_k, device=device)[None, :]  # [1, T_k]
-        mask = (k_pos <= q_pos)[None, None]  # [1, 1, T_q, T_k]
     if padding_mask is not None:
-        assert padding_mask.shape[-1] == t_k, (padding_mask.shape, t_k)
-        keep = padding_mask.bool()
-        if keep.dim() == 2:
-            keep = keep[:, None, None, :]  # [B, 1, 1, T_k]
-        mask = keep if mask is None else mask & keep
-    return mask
+        _check_mask(padding_mask, t_q, t_k)
+        if padding_mask.is_floating_point() and not torch.compiler.is_compiling():
+            lowest = torch.finfo(padding_mask.dtype).min
+            soft = padding_mask[(padding_mask != 0) & (padding_mask > lowest)]
+            if soft.numel():
+                raise ValueError(
+                    f"float attention mask holds {soft[0].item()}: build_mask turns only 0 "
+                    "(attend) and -inf / torch.finfo(dtype).min (masked) into a boolean mask; "
+                    "give a weighting bias to attend or attention_bias"
+                )
+    return _keep_mask(t_q, t_k, causal=causal, padding_mask=padding_mask, device=device)
 
 
 def attention_bias(
@@ -68,14 +201,47 @@ def attention_bias(
     dtype: torch.dtype,
     device: torch.device,
 ) -> Tensor | None:
-    """`build_mask` as an additive bias [B|1, 1, T_q, T_k]: 0 where a query may look at a key,
-    the most negative finite value elsewhere. A model builds it once per forward and passes it to
-    every layer as ``padding_mask`` (a floating mask is used as is)."""
-    mask = build_mask(t_q, t_k, causal=causal, padding_mask=padding_mask, device=device)
-    if mask is None:
-        return None
-    bias = torch.zeros(mask.shape, dtype=dtype, device=device)
-    return bias.masked_fill(~mask, torch.finfo(dtype).min)
+    """Any mask as one additive bias [B|1, H|1, T_q|1, T_k] of ``dtype``; None = no mask.
+
+    0 where a query may look at a key, the most negative finite value where it may not (the
+    causal mask, a bool / integer mask's False / 0, a float mask's -inf); a float mask's other
+    values are kept. A model builds it once per forward and passes it to every layer as
+    ``attention_mask``; `attend` then neither checks it again nor re-applies causality.
+    """
+    if padding_mask is not None:
+        _check_mask(padding_mask, t_q, t_k)
+    bias = _bias(t_q, t_k, causal=causal, padding_mask=padding_mask, dtype=dtype, device=device)
+    if bias is not None and not torch.compiler.is_compiling():
+        _MADE_BIASES[bias] = (bias._version, causal and t_q > 1)
+    return bias
+
+
+def _mask_scores(scores: Tensor, *, causal: bool, padding_mask: Tensor | None) -> Tensor:
+    """`mask_scores` without the checks."""
+    t_q, t_k = scores.shape[-2:]
+    lowest = torch.finfo(scores.dtype).min
+    if padding_mask is not None and padding_mask.is_floating_point():
+        bias = _bias(
+            t_q,
+            t_k,
+            causal=causal,
+            padding_mask=padding_mask,
+            dtype=scores.dtype,
+            device=scores.device,
+        )
+        # float16: a score below -16 plus the most negative value overflows to -inf
+        return (scores + bias).clamp(min=lowest)
+    mask = _keep_mask(t_q, t_k, causal=causal, padding_mask=padding_mask, device=scores.device)
+    return scores if mask is None else scores.masked_fill(~mask, lowest)
+
+
+def mask_scores(scores: Tensor, *, causal: bool, padding_mask: Tensor | None) -> Tensor:
+    """Scores [B, H, T_q, T_k] with a mask applied as `attend`'s explicit path applies it: masked
+    entries become the most negative finite value, a float bias is added (then clamped there)."""
+    if padding_mask is not None:
+        b, h, t_q, t_k = scores.shape
+        _check_mask(padding_mask, t_q, t_k, batch=b, heads=h)
+    return _mask_scores(scores, causal=causal, padding_mask=padding_mask)
 
 
 def attend(
@@ -91,28 +257,17 @@ def attend(
 ) -> Tensor:
     """softmax(q k^T * scale + mask) v: q [B, H, T_q, D], k/v [B, H, T_k, D] -> [B, H, T_q, D].
 
-    Masked scores get the most negative finite value rather than -inf, so a row with every key
-    masked (a padding query) gives a uniform average instead of NaN, in both paths alike.
-    ``padding_mask`` is [B, T_k] (1 = real key), a boolean [B|1, 1, T_q, T_k] (True = may attend),
-    or a floating [B|1, 1, T_q, T_k] additive bias from `attention_bias`, used as is.
+    ``padding_mask`` is any form of the module docstring (bool True / integer 1 = may attend,
+    float = additive bias); with ``causal`` a query also never sees a later key. A query with
+    every key masked averages all the values uniformly instead of giving NaN, in both paths.
     """
     t_q, t_k = q.shape[2], k.shape[2]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    bias = None  # [B|1, 1, T_q, T_k] additive, when the caller built it (causality included)
-    if padding_mask is not None and padding_mask.dim() == 4 and padding_mask.is_floating_point():
-        bias = padding_mask
-        if bias.dtype != q.dtype:  # clamped into a narrower autocast dtype: float16 stays finite
-            bias = bias.clamp(min=torch.finfo(q.dtype).min).to(q.dtype)
+    if padding_mask is not None:
+        _check_mask(padding_mask, t_q, t_k, batch=q.shape[0], heads=q.shape[1])
     if impl == "math":
         scores = (q @ k.transpose(-2, -1)) * scale  # [B, H, T_q, T_k]
-        if bias is not None:
-            # float16: a score below -16 plus the most negative value overflows to -inf
-            scores = (scores + bias).clamp(min=torch.finfo(scores.dtype).min)
-        else:
-            mask = build_mask(t_q, t_k, causal=causal, padding_mask=padding_mask, device=q.device)
-            if mask is not None:
-                scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-        weights = torch.softmax(scores, dim=-1)
+        weights = torch.softmax(_mask_scores(scores, causal=causal, padding_mask=padding_mask), -1)
         if dropout_p > 0.0:
             weights = F.dropout(weights, p=dropout_p)
         return weights @ v  # [B, H, T_q, D]
@@ -126,10 +281,8 @@ def attend(
         return F.scaled_dot_product_attention(
             q, k, v, dropout_p=dropout_p, is_causal=is_causal, scale=scale
         )
-    if bias is None:
-        bias = attention_bias(
-            t_q, t_k, causal=causal, padding_mask=padding_mask, dtype=q.dtype, device=q.device
-        )
+    # An additive bias, not a boolean mask: SDPA gives NaN for a row with every key masked.
+    bias = _bias(t_q, t_k, causal=causal, padding_mask=padding_mask, dtype=q.dtype, device=q.device)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout_p, scale=scale)
 
 

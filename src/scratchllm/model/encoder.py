@@ -14,7 +14,7 @@ from scratchllm.model.attention import attention_bias
 from scratchllm.model.blocks import TransformerBlock, run_block
 from scratchllm.model.config import ModelConfig
 from scratchllm.model.embeddings import Embeddings, rope_cos_sin
-from scratchllm.model.gpt import check_input, init_weights
+from scratchllm.model.gpt import check_input, init_weights, keep_mask
 from scratchllm.model.heads import MLMHead, Pooler
 from scratchllm.model.norms import make_norm
 from scratchllm.model.params import adamw_param_groups, count_parameters
@@ -78,7 +78,12 @@ class EncoderModel(nn.Module):
         if attention_mask is not None:
             t = idx.shape[1]
             mask = attention_bias(  # [B, 1, 1 or T, T] additive bias
-                t, t, causal=False, padding_mask=attention_mask, dtype=x.dtype, device=x.device
+                t,
+                t,
+                causal=False,
+                padding_mask=keep_mask(attention_mask),
+                dtype=x.dtype,
+                device=x.device,
             )
         for block in self.blocks:  # [B, T, C] -> [B, T, C]
             x = run_block(

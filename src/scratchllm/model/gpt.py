@@ -119,6 +119,15 @@ def check_input(
             raise ValueError(f"position {bad} outside 0..{cfg.context_length - 1}")
 
 
+def keep_mask(attention_mask: Tensor | None) -> Tensor | None:
+    """A model's attention_mask (1 = may attend, 0 = masked, in bool, integer or float; see
+    `check_input`) in a form the attention functions read the same way: for them a float mask
+    is an additive bias, so a float keep-mask becomes bool."""
+    if attention_mask is not None and attention_mask.is_floating_point():
+        return attention_mask != 0
+    return attention_mask
+
+
 HEAD_ROW_MULTIPLE = 64  # the output head's matmul runs on rows padded to this (see GPTModel.head)
 
 
@@ -176,7 +185,7 @@ class GPTModel(nn.Module):
                 t,
                 start + t,
                 causal=True,
-                padding_mask=attention_mask,
+                padding_mask=keep_mask(attention_mask),
                 dtype=x.dtype,
                 device=x.device,
             )

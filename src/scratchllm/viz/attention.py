@@ -20,7 +20,7 @@ from scratchllm.model.attention import (
     MultiHeadAttention,
     SelfAttention,
     SimplifiedSelfAttention,
-    build_mask,
+    mask_scores,
     repeat_kv,
     split_heads,
 )
@@ -63,10 +63,7 @@ def attention_weights_of(
         q, k = apply_rotary_emb(q, *rope), apply_rotary_emb(k, *rope)
     k = repeat_kv(k, q.shape[1] // k.shape[1])  # [B, H, T, D]
     scores = (q @ k.transpose(-2, -1)) * scale  # [B, H, T, T]
-    t = x.shape[1]
-    mask = build_mask(t, t, causal=module.causal, padding_mask=attention_mask, device=x.device)
-    if mask is not None:
-        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    scores = mask_scores(scores, causal=module.causal, padding_mask=attention_mask)  # as attend
     return torch.softmax(scores.float(), dim=-1)
 
 
