@@ -335,7 +335,8 @@ def _chunks(
         for i, (part, first, last) in enumerate(_doc_pieces(doc, tokenizer, chunk_bytes)):
             if i < skip_pieces:
                 skipped += len(part.encode("utf-8"))
-                if i == skip_pieces - 1 and skip_text_bytes not in (None, skipped) or last:
+                wrong_bytes = i == skip_pieces - 1 and skip_text_bytes not in (None, skipped)
+                if wrong_bytes or last:  # other text, or fewer pieces, than were written
                     raise DataError(
                         f"{doc.name}: its first {skip_pieces} pieces are not the ones the "
                         "interrupted run wrote (its text changed, or it was cut by another "
@@ -409,8 +410,9 @@ def prepare_shards(
     """Tokenize ``docs`` into shards under ``out_dir``, resuming an unfinished run there.
 
     ``docs`` must give the same documents in the same order on every call (``iter_text_sources``
-    does); a ``FileDocument`` is read in blocks, never whole. ``workers`` processes tokenize in parallel (default: all CPUs); the shards do not depend
-    on it. An ``out_dir`` holding a run with other settings is refused unless ``overwrite``.
+    does); a ``FileDocument`` is read in blocks, never whole. ``workers`` processes tokenize in
+    parallel (default: all CPUs); the shards do not depend on it. An ``out_dir`` holding a run
+    with other settings is refused unless ``overwrite``.
     """
     if tokenizer.eot_id is None:
         raise DataError("the tokenizer has no end-of-text token to separate documents")
