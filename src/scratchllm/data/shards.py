@@ -16,7 +16,12 @@ Resuming: ids are appended to the open shard of each split, and after every chun
 ``index.json`` is rewritten atomically with the number of source documents done and each shard's
 committed length. A rerun with the same settings truncates any bytes written after the last commit,
 skips the documents already done (reading, not tokenizing, them) and continues, so an interrupted
-run ends byte-identical to an uninterrupted one. Memory stays bounded by the chunks in flight.
+run ends byte-identical to an uninterrupted one.
+
+Memory stays bounded by the chunks in flight: ``prepare_path`` reads a text file block by block
+(``sources.FileDocument``) and ``tokenizer.parallel.split_stream`` cuts it into pieces of about
+``chunk_bytes`` characters where encoding the pieces apart gives the ids of the whole, so that one
+file larger than memory is never held whole either.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from scratchllm.data.sources import (
     BUILTIN,
     DEFAULT_INCLUDE,
     Document,
+    FileDocument,
     SourceOptions,
     is_validation,
     iter_text_sources,
@@ -250,7 +256,7 @@ _WORKER: dict[str, Any] = {}
 class _Piece:
     """A document, or one part of a long one (cut where encoding the parts apart changes nothing)."""
 
-    doc: Document
+    doc: Document | FileDocument
     text: str
     first: bool  # gets the begin token and counts the document
     last: bool  # gets the end-of-text token and completes the document
@@ -295,26 +301,50 @@ def _encode_pieces(pieces: list[tuple[str, bool, bool]]) -> list[np.ndarray]:
     return out
 
 
-def _split_text(tokenizer: TextEncoder, text: str, chunk_bytes: int) -> list[str]:
-    pattern = getattr(tokenizer, "pattern", None)
-    if len(text) <= chunk_bytes or pattern is None:
-        return [text]
-    from scratchllm.tokenizer.parallel import split_for_workers
+def _doc_pieces(
+    doc: Document | FileDocument, tokenizer: TextEncoder, chunk_bytes: int
+) -> Iterator[tuple[str, bool, bool]]:
+    """(text, first, last) of each piece of ``doc``: pieces of about ``chunk_bytes`` characters,
+    cut by ``split_stream`` (the whole document when the tokenizer's pattern is not a known one).
+    A ``FileDocument`` is read as the pieces are taken, so only about two pieces are held."""
+    from scratchllm.tokenizer.parallel import split_stream
 
-    return split_for_workers(text, pattern, chunk_bytes) or [text]
+    parts = doc.parts() if isinstance(doc, FileDocument) else [doc.text]
+    pieces = split_stream(parts, getattr(tokenizer, "pattern", None), chunk_bytes)
+    held, first = next(pieces), True  # one piece held back: is it the last?
+    for piece in pieces:
+        yield held, first, False
+        held, first = piece, False
+    yield held, first, True
 
 
 def _chunks(
-    docs: Iterator[Document], tokenizer: TextEncoder, chunk_bytes: int, skip_pieces: int = 0
+    docs: Iterator[Document | FileDocument],
+    tokenizer: TextEncoder,
+    chunk_bytes: int,
+    skip_pieces: int = 0,
+    skip_text_bytes: int | None = None,
 ) -> Iterator[list[_Piece]]:
     """Chunks of about ``chunk_bytes`` of pieces; the first document's first ``skip_pieces``
-    pieces are left out (written before a resume)."""
+    pieces are left out (written before a resume). ``skip_text_bytes``: the UTF-8 bytes those
+    pieces must hold (checked, so that a resume never continues a document cut otherwise)."""
     chunk: list[_Piece] = []
     size = 0
     for doc in docs:
-        parts = _split_text(tokenizer, doc.text, chunk_bytes)
-        for i, part in enumerate(parts[skip_pieces:], start=skip_pieces):
-            chunk.append(_Piece(doc, part, i == 0, i == len(parts) - 1))
+        skipped = 0
+        for i, (part, first, last) in enumerate(_doc_pieces(doc, tokenizer, chunk_bytes)):
+            if i < skip_pieces:
+                skipped += len(part.encode("utf-8"))
+                wrong_bytes = i == skip_pieces - 1 and skip_text_bytes not in (None, skipped)
+                if wrong_bytes or last:  # other text, or fewer pieces, than were written
+                    raise DataError(
+                        f"{doc.name}: its first {skip_pieces} pieces are not the ones the "
+                        "interrupted run wrote (its text changed, or it was cut by another "
+                        "version of scratchllm), so the run cannot be resumed; prepare again "
+                        "with --overwrite"
+                    )
+                continue
+            chunk.append(_Piece(doc, part, first, last))
             size += len(part)
             if size >= chunk_bytes:
                 yield chunk
@@ -325,18 +355,20 @@ def _chunks(
 
 
 def _encoded_chunks(
-    docs: Iterator[Document],
+    docs: Iterator[Document | FileDocument],
     tokenizer: TextEncoder,
     settings: PrepareSettings,
     workers: int,
     chunk_bytes: int,
     skip_pieces: int = 0,
+    skip_text_bytes: int | None = None,
 ) -> Iterator[tuple[list[_Piece], list[np.ndarray]]]:
     """Chunks of pieces with their ids, in order; at most ``2 * workers`` chunks in flight."""
     init_args = (tokenizer, settings.bos_id, settings.dtype)
+    chunks = _chunks(docs, tokenizer, chunk_bytes, skip_pieces, skip_text_bytes)
     if workers <= 1:
         _init_worker(*init_args)
-        for chunk in _chunks(docs, tokenizer, chunk_bytes, skip_pieces):
+        for chunk in chunks:
             yield chunk, _encode_pieces([(p.text, p.first, p.last) for p in chunk])
         return
     # fork (as torch's DataLoader does on Linux): no re-import of __main__, no tokenizer pickling;
@@ -346,7 +378,7 @@ def _encoded_chunks(
         workers, mp_context=ctx, initializer=_init_worker, initargs=(*init_args, os.getpid())
     ) as pool:
         pending: deque[tuple[list[_Piece], Future[list[np.ndarray]]]] = deque()
-        for chunk in _chunks(docs, tokenizer, chunk_bytes, skip_pieces):
+        for chunk in chunks:
             job = [(p.text, p.first, p.last) for p in chunk]
             pending.append((chunk, pool.submit(_encode_pieces, job)))
             if len(pending) >= 2 * workers:
@@ -359,7 +391,7 @@ def _encoded_chunks(
 
 # ----------------------------------------------------------------------------- prepare
 def prepare_shards(
-    docs: Iterable[Document],
+    docs: Iterable[Document | FileDocument],
     tokenizer: TextEncoder,
     out_dir: str | Path,
     *,
@@ -378,8 +410,9 @@ def prepare_shards(
     """Tokenize ``docs`` into shards under ``out_dir``, resuming an unfinished run there.
 
     ``docs`` must give the same documents in the same order on every call (``iter_text_sources``
-    does). ``workers`` processes tokenize in parallel (default: all CPUs); the shards do not depend
-    on it. An ``out_dir`` holding a run with other settings is refused unless ``overwrite``.
+    does); a ``FileDocument`` is read in blocks, never whole. ``workers`` processes tokenize in
+    parallel (default: all CPUs); the shards do not depend on it. An ``out_dir`` holding a run
+    with other settings is refused unless ``overwrite``.
     """
     if tokenizer.eot_id is None:
         raise DataError("the tokenizer has no end-of-text token to separate documents")
@@ -450,7 +483,7 @@ def _start_state(out: Path, settings: PrepareSettings, overwrite: bool) -> Prepa
 
 
 def _run(
-    docs: Iterable[Document],
+    docs: Iterable[Document | FileDocument],
     tokenizer: TextEncoder,
     out: Path,
     state: PrepareState,
@@ -463,7 +496,13 @@ def _run(
 
     settings = state.settings
     writers = {s: _SplitWriter(out, s, state.splits[s], settings) for s in SPLITS}
-    todo = itertools.islice(iter(docs), state.next_document, None)
+    todo = iter(docs)
+    # A resume inside a document checks that the pieces it skips hold the text bytes the index
+    # says were written: so the documents before it are read (not tokenized) to count theirs.
+    before = 0
+    for doc in itertools.islice(todo, state.next_document):
+        if state.next_piece:
+            before += _text_bytes(doc)
     bar = tqdm(
         total=total_bytes,
         initial=state.text_bytes,
@@ -476,7 +515,10 @@ def _run(
     if done_pieces:  # a document was cut mid-way: its pieces must be cut as they were
         chunk_bytes = state.chunk_bytes
     state.chunk_bytes = chunk_bytes
-    chunks = _encoded_chunks(todo, tokenizer, settings, workers, chunk_bytes, done_pieces)
+    skip_text = state.text_bytes - before if done_pieces else None
+    chunks = _encoded_chunks(
+        todo, tokenizer, settings, workers, chunk_bytes, done_pieces, skip_text
+    )
     try:
         for chunk, encoded in chunks:
             for piece, ids in zip(chunk, encoded, strict=True):
@@ -505,6 +547,13 @@ def _run(
     _warn_empty_split(state)
     state.complete = True
     _write_index(out, state)
+
+
+def _text_bytes(doc: Document | FileDocument) -> int:
+    """UTF-8 bytes of a document's text, read in blocks for a ``FileDocument``."""
+    if isinstance(doc, FileDocument):
+        return sum(len(part.encode("utf-8")) for part in doc.parts())
+    return len(doc.text.encode("utf-8"))
 
 
 def _warn_empty_split(state: PrepareState) -> None:
@@ -556,8 +605,14 @@ def prepare_path(
 ) -> PrepareReport:
     """``prepare_shards`` over ``iter_text_sources(path, ...)`` (a file, directory, glob or
     "builtin"), with the progress bar sized by the files' bytes."""
-    docs = iter_text_sources(
-        path, include=include, exclude=exclude, text_field=text_field, column=column
+    docs = iter_text_sources(  # text files stream: read in blocks of chunk_bytes, never whole
+        path,
+        include=include,
+        exclude=exclude,
+        text_field=text_field,
+        column=column,
+        stream=True,
+        read_bytes=kwargs.get("chunk_bytes", DEFAULT_CHUNK_BYTES),
     )
     total, files = None, ""
     if str(path) != BUILTIN:

@@ -3,7 +3,9 @@
 Every source becomes a stream of ``Document`` (a stable name and its text) in a fixed order, so
 that the same path always gives the same documents: directories and globs are walked in sorted
 order. ``iter_text_sources`` streams (a corpus larger than memory never needs to be held at once);
-``read_text_sources`` collects the stream into a list and refuses an empty corpus.
+``read_text_sources`` collects the stream into a list and refuses an empty corpus. With
+``stream=True`` a text file comes as a ``FileDocument`` instead, whose text is read block by block
+(``FileDocument.parts``), so that even one file larger than memory is never held whole.
 
 Text files are read as Python's text mode reads them (no byte order mark, ``\\n`` line ends);
 hidden files are left out of directory walks, and a file reached twice is read once.
@@ -16,6 +18,7 @@ corpus with no text are errors that name the path and line.
 
 from __future__ import annotations
 
+import codecs
 import glob
 import hashlib
 import itertools
@@ -39,6 +42,9 @@ _REPLACEMENT = "\ufffd"
 # Bytes looked at for a NUL that marks a binary file (as git does, 8000).
 _BINARY_SNIFF_BYTES = 8000
 _BOM = b"\xef\xbb\xbf"  # UTF-8 byte order mark that Windows editors put first
+_REPLACEMENT_BYTES = _REPLACEMENT.encode("utf-8")  # b"\xef\xbf\xbd"
+# Bytes read at a time from a streamed text file (FileDocument.parts).
+DEFAULT_READ_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,27 @@ class Document:
 
     name: str
     text: str
+
+
+@dataclass(frozen=True)
+class FileDocument:
+    """A text file as one document whose text is read when it is needed, ``read_bytes`` at a time.
+
+    ``parts()`` yields the same text as ``Document.text`` of the file would hold (see
+    ``iter_file_text``) in pieces of about ``read_bytes``; ``text`` joins them (the whole file in
+    memory, for callers that want it). Each full read warns about undecodable bytes once.
+    """
+
+    name: str
+    path: Path
+    read_bytes: int = DEFAULT_READ_BYTES
+
+    def parts(self) -> Iterator[str]:
+        return iter_file_text(self.path, self.read_bytes)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts())
 
 
 @dataclass(frozen=True)
@@ -66,14 +93,24 @@ def iter_text_sources(
     exclude: Sequence[str] = (),
     text_field: str = "text",
     column: str = "text",
-) -> Iterator[Document]:
-    """Documents from ``path`` in a fixed order, one at a time (see the module docstring)."""
+    stream: bool = False,
+    read_bytes: int = DEFAULT_READ_BYTES,
+) -> Iterator[Document | FileDocument]:
+    """Documents from ``path`` in a fixed order, one at a time (see the module docstring).
+
+    ``stream``: a text file comes as a ``FileDocument`` read ``read_bytes`` at a time when its
+    text is used; it is checked here as it would be read whole (refused when binary, skipped with
+    a warning when empty), reading only as far as its first non-space character.
+    """
     options = SourceOptions(tuple(include), tuple(exclude), text_field, column)
     if str(path) == BUILTIN:
         yield from _builtin_documents()
         return
     for file, name in resolve_files(path, options):
-        yield from _read_file(file, name, options)
+        if stream and file.suffix.lower() not in (*JSONL_SUFFIXES, *PARQUET_SUFFIXES):
+            yield from _stream_text_file(file, name, read_bytes)
+        else:
+            yield from _read_file(file, name, options)
 
 
 def read_text_sources(
@@ -85,8 +122,8 @@ def read_text_sources(
     column: str = "text",
 ) -> list[Document]:
     """All documents from ``path``; a DataError when there is no text at all."""
-    docs = list(
-        iter_text_sources(
+    docs: list[Document] = list(
+        iter_text_sources(  # type: ignore[arg-type]  # stream=False: only Document
             path, include=include, exclude=exclude, text_field=text_field, column=column
         )
     )
@@ -218,6 +255,58 @@ def _read_file(file: Path, name: str, options: SourceOptions) -> Iterator[Docume
             yield Document(name, text)
         else:
             warnings.warn(f"skipping empty (or whitespace-only) file {file}", stacklevel=3)
+
+
+def _stream_text_file(file: Path, name: str, read_bytes: int) -> Iterator[FileDocument]:
+    """``_read_file`` of a text file without holding it: the same checks, a lazy document."""
+    with open(file, "rb") as fh:
+        _check_not_binary(fh.read(_BINARY_SNIFF_BYTES), file)
+    # the first non-space character ends the read (closing the generator warns about nothing)
+    if any(part.strip() for part in iter_file_text(file, read_bytes)):
+        yield FileDocument(name, file, read_bytes)
+    else:
+        warnings.warn(f"skipping empty (or whitespace-only) file {file}", stacklevel=3)
+
+
+def iter_file_text(file: str | Path, read_bytes: int = DEFAULT_READ_BYTES) -> Iterator[str]:
+    """The text of a file in parts of about ``read_bytes`` bytes, exactly as
+    ``normalize_newlines(decode_text(file.read_bytes(), str(file)))`` reads it whole: no byte
+    order mark, ``\n`` line ends, U+FFFD for undecodable bytes (counted in a warning once the
+    file has been read to its end). A BOM, a UTF-8 sequence or a ``\r\n`` split between two reads
+    is put together again; no part is empty.
+    """
+    if read_bytes < 1:
+        raise ValueError(f"read_bytes must be at least 1, got {read_bytes}")
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    replaced = 0  # U+FFFD decoded minus U+FFFD that were in the file as such
+    head: bytes | None = b""  # the first bytes, until it is known whether they start with a BOM
+    tail = b""  # the last 2 bytes before this read: a literal U+FFFD can straddle two reads
+    held_cr = False  # the text so far ended in "\r", held back in case "\n" comes next
+    with open(file, "rb") as fh:
+        while True:
+            raw = fh.read(read_bytes)
+            final = not raw
+            if head is not None:
+                head += raw
+                if len(head) < len(_BOM) and not final:
+                    continue
+                raw, head = head.removeprefix(_BOM), None
+            replaced -= (tail + raw).count(_REPLACEMENT_BYTES)
+            tail = (tail + raw)[-2:]
+            text = decoder.decode(raw, final)
+            replaced += text.count(_REPLACEMENT)
+            if held_cr:
+                text = "\r" + text
+            held_cr = text.endswith("\r") and not final
+            text = normalize_newlines(text[:-1] if held_cr else text)
+            if text:
+                yield text
+            if final:
+                break
+    if replaced:
+        warnings.warn(
+            f"{file}: replaced {replaced} undecodable byte sequence(s) with U+FFFD", stacklevel=2
+        )
 
 
 def normalize_newlines(text: str) -> str:
