@@ -50,7 +50,6 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.weak import WeakIdKeyDictionary
 
 from scratchllm.model.config import ModelConfig
 from scratchllm.model.embeddings import apply_rotary_emb
@@ -60,16 +59,17 @@ Rope = tuple[Tensor, Tensor]
 
 MASK_SHAPES = "[B, T_k], [B, T_q, T_k] or [B, H, T_q, T_k] (size-1 dimensions broadcast)"
 
-# Bias made by `attention_bias` -> (its version then, whether it holds the causal mask). Its values
-# are known (0 / the most negative finite value), so `attend` skips checking them, which would
-# wait for the device in every layer, and re-applying causality it already holds.
-_MADE_BIASES: WeakIdKeyDictionary = WeakIdKeyDictionary()
+# A bias made by `attention_bias` carries this attribute: (its version then, whether it holds the
+# causal mask). Its shape and values are known (0 / the most negative finite value), so `attend`
+# skips checking them, which would wait for the device in every layer, and re-applying causality
+# it already holds. An in-place change (a new version) makes it an unknown mask again.
+_MADE = "_scratchllm_attention_bias"
 
 
 def _made_bias(mask: Tensor | None) -> tuple[int, bool] | None:
     if mask is None or torch.compiler.is_compiling():
         return None
-    made = _MADE_BIASES.get(mask)
+    made = getattr(mask, _MADE, None)
     return made if made is not None and made[0] == mask._version else None
 
 
@@ -212,7 +212,7 @@ def attention_bias(
         _check_mask(padding_mask, t_q, t_k)
     bias = _bias(t_q, t_k, causal=causal, padding_mask=padding_mask, dtype=dtype, device=device)
     if bias is not None and not torch.compiler.is_compiling():
-        _MADE_BIASES[bias] = (bias._version, causal and t_q > 1)
+        setattr(bias, _MADE, (bias._version, causal and t_q > 1))
     return bias
 
 
@@ -263,7 +263,7 @@ def attend(
     """
     t_q, t_k = q.shape[2], k.shape[2]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    if padding_mask is not None:
+    if padding_mask is not None and _made_bias(padding_mask) is None:  # a made one is known good
         _check_mask(padding_mask, t_q, t_k, batch=q.shape[0], heads=q.shape[1])
     if impl == "math":
         scores = (q @ k.transpose(-2, -1)) * scale  # [B, H, T_q, T_k]
