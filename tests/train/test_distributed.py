@@ -1,11 +1,9 @@
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from dist_launch import start_ranks
 from safetensors.torch import load_file
 
 from scratchllm.train.distributed import DistInfo, shard_batch
@@ -13,32 +11,12 @@ from scratchllm.train.distributed import DistInfo, shard_batch
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(world_size: int, out: Path) -> None:
-    port = str(_free_port())
-    procs = []
-    for rank in range(world_size):
-        env = {
-            **os.environ,
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(world_size),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": port,
-        }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, str(WORKER), str(out)], env=env, stderr=subprocess.PIPE, text=True
-            )
-        )
+    procs, store = start_ranks(world_size, [sys.executable, str(WORKER), str(out)])
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
+    del store  # held until every rank is done
 
 
 def test_two_processes_match_one_process(tmp_path):
