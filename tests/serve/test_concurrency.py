@@ -79,14 +79,34 @@ def test_non_stream_disconnect_cancels(start_server):
     assert sched.steps < 120 and sched.load["active"] == 0
 
 
+def hold_after_first_text(sched) -> threading.Event:
+    """Decoding stops after the first step that produced text until the returned event is set
+    (for at most 60 s): a request then holds its slot for as long as the test needs, however
+    slowly the test itself runs (100 slowed steps were ~2 s, not always enough under load)."""
+    real, emitted, released = sched.batch.step, threading.Event(), threading.Event()
+
+    def step():
+        if emitted.is_set():
+            released.wait(60)
+        events = real()
+        if any(ev.text for ev in events):
+            emitted.set()
+        return events
+
+    sched.batch.step = step
+    return released
+
+
 def test_queue_full_gives_429_with_retry_after(start_server):
     s = start_server(max_batch=1, max_queue=0)
     sched = slow_down(s)
+    released = hold_after_first_text(sched)
     body = {"model": MODEL, "prompt": "x", "max_tokens": 100, "stream": True}
     with httpx.Client(base_url=s.url, timeout=30) as c:
         with c.stream("POST", "/v1/completions", json=body) as r:
             next(r.iter_lines())  # holds the only slot
             busy = c.post("/v1/completions", json={**body, "stream": False})
+            released.set()
             assert busy.status_code == 429
             assert busy.headers["retry-after"] == "1"
             assert busy.json()["error"]["code"] == "queue_full"
