@@ -92,7 +92,7 @@ def test_non_stream_disconnect_cancels(start_server):
 def hold_after_first_text(sched) -> threading.Event:
     """Decoding stops after the first step that produced text until the returned event is set
     (for at most 60 s): a request then holds its slot for as long as the test needs, however
-    slowly the test itself runs (100 slowed steps were ~2 s, not always enough under load)."""
+    slowly the test itself runs, rather than for the ~2 s that 100 slowed steps last."""
     real, emitted, released = sched.batch.step, threading.Event(), threading.Event()
 
     def step():
