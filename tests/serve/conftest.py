@@ -17,6 +17,15 @@ from scratchllm.serve import ServeConfig, app_for_run
 from scratchllm.serve.server import DrainingServer, uvicorn_config
 
 
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):  # tests/conftest.py
+    """The tiny model decodes on one intra-op thread. With torch's default two on a loaded
+    2-core machine, each decode step of the in-process server took ~0.25 s instead of ~6 ms
+    (a 64-token reply: 15-20 s instead of 0.4 s), past the waits of these tests. The server's
+    threads take the count in effect at their first torch call, which falls inside a test."""
+    yield
+
+
 @pytest.fixture(scope="session")
 def run_dir(tmp_path_factory) -> Path:
     return make_run(tmp_path_factory.mktemp("serve") / MODEL)

@@ -51,6 +51,9 @@ def rewrite_replies(server, text: str, delay: float = 0.0):
 
 @pytest.fixture
 def browser_page():
+    # Playwright's expect() waits 5 s by default: a reply, or Chromium itself, can take longer on
+    # a loaded 2-core machine; what the page must eventually show is unchanged.
+    sync_api.expect.set_options(timeout=30_000)
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page()
@@ -83,7 +86,9 @@ def test_chat_page_streams_and_escapes(start_server, browser_page):
 def test_stop_button_cancels(start_server, browser_page):
     page, _ = browser_page
     s = start_server(max_batch=2, default_max_tokens=100)
-    sched = rewrite_replies(s, "x", delay=0.05)
+    # 100 steps of 0.25 s: the reply is still coming 25 s after it started (at 0.05 s a step,
+    # a browser slowed by load might click Stop only after the reply had ended)
+    sched = rewrite_replies(s, "x", delay=0.25)
     page.goto(s.url + "/")
     expect = sync_api.expect
     expect(page.locator("#model")).to_contain_text(MODEL)
@@ -93,7 +98,7 @@ def test_stop_button_cancels(start_server, browser_page):
     expect(page.locator(".msg.assistant").last).to_contain_text("xx")
     page.click("#stop")
     expect(page.locator("#status")).to_have_text("stopped")
-    end = time.monotonic() + 10
+    end = time.monotonic() + 30
     while sched.cancelled < 1:
         assert time.monotonic() < end, "the server kept decoding after Stop"
         time.sleep(0.02)

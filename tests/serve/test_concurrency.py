@@ -7,6 +7,7 @@ happens between steps can be observed without timing assertions.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 
@@ -57,36 +58,68 @@ def test_concurrent_requests_share_decode_steps(start_server):
 
 def test_stream_disconnect_cancels(start_server):
     s = start_server(max_batch=2)
-    sched = slow_down(s)
+    delay = 0.1  # 120 steps: 12 s for the server to notice the client left (20 ms: 2.4 s)
+    sched = slow_down(s, delay)
     body = {"model": MODEL, "prompt": "x", "max_tokens": 120, "stream": True}
     with httpx.Client(base_url=s.url, timeout=30) as c:
         with c.stream("POST", "/v1/completions", json=body) as r:
             next(r.iter_lines())
-    wait_until(lambda: sched.cancelled == 1)
+    wait_until(lambda: sched.cancelled == 1, timeout=30)
     steps = sched.steps
     assert steps < 120 and sched.load["active"] == 0
-    time.sleep(5 * STEP_DELAY)
+    time.sleep(5 * delay)
     assert sched.steps == steps  # nothing decodes for a client that is gone
 
 
 def test_non_stream_disconnect_cancels(start_server):
+    # The client leaves once its request is decoding: with a client timeout instead (0.3 s),
+    # a slow server could still have had the request waiting for a slot, where cancelling it
+    # is not counted in `cancelled`, or not even read yet.
     s = start_server(max_batch=2)
-    sched = slow_down(s)
-    body = {"model": MODEL, "prompt": "x", "max_tokens": 120}
-    with pytest.raises(httpx.ReadTimeout):
-        httpx.post(s.url + "/v1/completions", json=body, timeout=0.3)  # closes the connection
-    wait_until(lambda: sched.cancelled == 1)
+    sched = slow_down(s, 0.1)  # 120 steps: 12 s
+    body = json.dumps({"model": MODEL, "prompt": "x", "max_tokens": 120}).encode()
+    head = (
+        "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", s.port), timeout=30) as client:
+        client.sendall(head.encode() + body)
+        wait_until(lambda: sched.steps > 0, timeout=30)  # decoding, no response yet
+    wait_until(lambda: sched.cancelled == 1, timeout=30)
     assert sched.steps < 120 and sched.load["active"] == 0
+
+
+def hold_after_first_text(sched) -> threading.Event:
+    """Decoding stops after the first step that produced text until the returned event is set
+    (for at most 60 s): a request then holds its slot for as long as the test needs, however
+    slowly the test itself runs, rather than for the ~2 s that 100 slowed steps last."""
+    real, emitted, released = sched.batch.step, threading.Event(), threading.Event()
+
+    def step():
+        if emitted.is_set():
+            released.wait(60)
+        events = real()
+        if any(ev.text for ev in events):
+            emitted.set()
+        return events
+
+    sched.batch.step = step
+    return released
 
 
 def test_queue_full_gives_429_with_retry_after(start_server):
     s = start_server(max_batch=1, max_queue=0)
     sched = slow_down(s)
+    released = hold_after_first_text(sched)
     body = {"model": MODEL, "prompt": "x", "max_tokens": 100, "stream": True}
     with httpx.Client(base_url=s.url, timeout=30) as c:
         with c.stream("POST", "/v1/completions", json=body) as r:
-            next(r.iter_lines())  # holds the only slot
+            # kept in a name: an iterator dropped at once closes the connection when collected,
+            # and the server then cancels this request and frees the slot
+            lines = r.iter_lines()
+            next(lines)  # this request holds the only slot
             busy = c.post("/v1/completions", json={**body, "stream": False})
+            released.set()
             assert busy.status_code == 429
             assert busy.headers["retry-after"] == "1"
             assert busy.json()["error"]["code"] == "queue_full"

@@ -1,12 +1,10 @@
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from dist_launch import start_ranks
 from safetensors.torch import load_file
 
 from scratchllm.train.distributed import DistInfo, shard_batch
@@ -14,32 +12,8 @@ from scratchllm.train.distributed import DistInfo, shard_batch
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(world_size: int, out: Path, mode: str = "", timeout: float = 300) -> None:
-    port = str(_free_port())
-    procs = []
-    for rank in range(world_size):
-        env = {
-            **os.environ,
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(world_size),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": port,
-        }
-        procs.append(
-            subprocess.Popen(
-                [sys.executable, str(WORKER), str(out), mode],
-                env=env,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
+    procs, store = start_ranks(world_size, [sys.executable, str(WORKER), str(out), mode])
     try:
         for p in procs:
             _, err = p.communicate(timeout=timeout)
@@ -47,6 +21,7 @@ def _launch(world_size: int, out: Path, mode: str = "", timeout: float = 300) ->
     finally:
         for p in procs:
             p.kill()
+    del store  # held until every rank is done
 
 
 def test_two_processes_match_one_process(tmp_path):

@@ -1,14 +1,12 @@
 """FSDP2 (fully_shard) on CPU with gloo: the same result as one process, and interchangeable
 checkpoints (an FSDP run's checkpoint resumes in one process and vice versa)."""
 
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from dist_launch import start_ranks
 from safetensors.torch import load_file
 
 from scratchllm.errors import ConfigError
@@ -18,31 +16,14 @@ WORKER = Path(__file__).with_name("fsdp_worker.py")
 STEP3 = Path("run/checkpoints/step-0000003")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start(world_size: int, out: Path, parallel: str, resume: Path | None = None) -> list:
-    port = str(_free_port())
+def _start(world_size: int, out: Path, parallel: str, resume: Path | None = None) -> tuple:
     args = [sys.executable, str(WORKER), str(out), parallel] + ([str(resume)] if resume else [])
-    procs = []
-    for rank in range(world_size):
-        env = {
-            **os.environ,
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(world_size),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": port,
-        }
-        procs.append(subprocess.Popen(args, env=env, stderr=subprocess.PIPE, text=True))
-    return procs
+    return start_ranks(world_size, args)
 
 
-def _wait(*runs: list) -> None:
-    for p in [p for procs in runs for p in procs]:
+def _wait(*runs: tuple) -> None:
+    """Each run's processes end well; their stores (``runs``' second items) live until then."""
+    for p in [p for procs, _store in runs for p in procs]:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
 

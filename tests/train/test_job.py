@@ -88,7 +88,34 @@ def _pretrain_cmd(tmp_path, out, steps, save, *extra):
     ]
 
 
-STEPS = 200  # ~0.5 s of training on one thread: the signal, sent after step 4, lands mid-run
+STEPS = 200  # ~0.5 s of training on one thread
+
+# `scratchllm pretrain` that holds still after step 4 until the test's SIGTERM has arrived (for
+# at most 120 s), so that the signal lands mid-run, at step 5, however the machine schedules the
+# two processes. A bare child can run its last 196 steps (about half a second) while the test
+# still sleeps between two looks at metrics.jsonl; it then finishes without a checkpoint.
+WAITS_FOR_SIGTERM_AFTER_STEP_4 = """
+import sys, time
+import scratchllm.train.loop as loop
+from scratchllm.cli import main
+
+received = []
+real_handle, real_step = loop._StopFlag._handle, loop.Trainer.train_step
+
+def handle(self, signum, frame):
+    received.append(signum)
+    real_handle(self, signum, frame)
+
+def train_step(self, batches):
+    end = time.monotonic() + 120
+    while self.step == 4 and not received and time.monotonic() < end:
+        time.sleep(0.01)
+    return real_step(self, batches)
+
+loop._StopFlag._handle, loop.Trainer.train_step = handle, train_step
+sys.argv[0] = "scratchllm"
+sys.exit(main())
+"""
 
 
 def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path):
@@ -98,8 +125,9 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path):
     )
 
     split = tmp_path / "split"
+    python, _, _, *args = _pretrain_cmd(tmp_path, split, STEPS, 0)
     proc = subprocess.Popen(
-        _pretrain_cmd(tmp_path, split, STEPS, 0),
+        [python, "-c", WAITS_FOR_SIGTERM_AFTER_STEP_4, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -115,7 +143,7 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(tmp_path):
     saved = ckpt.list_checkpoints(split)
     assert len(saved) == 1, out + err
     stopped_at = json.loads((saved[0] / "state.json").read_text())["step"]
-    assert 0 < stopped_at < STEPS, "the signal should arrive mid-run"
+    assert stopped_at == 5, "the signal arrives after step 4: step 5 ends, then it saves"
 
     subprocess.run(
         _pretrain_cmd(tmp_path, split, STEPS, 0, "--resume"),
