@@ -128,6 +128,32 @@ def test_queue_full_gives_429_with_retry_after(start_server):
     assert ok.status_code == 200
 
 
+def test_a_request_whose_client_leaves_while_it_waits_for_a_slot_is_dropped(start_server):
+    s = start_server(max_batch=1, max_queue=1)
+    sched = slow_down(s)
+    released = hold_after_first_text(sched)
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 100, "stream": True}
+    waiting = json.dumps({**body, "stream": False}).encode()
+    head = (
+        "POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(waiting)}\r\n\r\n"
+    )
+    with httpx.Client(base_url=s.url, timeout=30) as c:
+        with c.stream("POST", "/v1/completions", json=body) as r:
+            lines = r.iter_lines()
+            next(lines)  # this request holds the only slot
+            with socket.create_connection(("127.0.0.1", s.port), timeout=30) as client:
+                client.sendall(head.encode() + waiting)
+                wait_until(lambda: sched.load["waiting"] == 1, timeout=30)
+            # the second client left while waiting (the server has seen it go): when the queue
+            # is next read it is dropped and counted, and never decodes
+            wait_until(lambda: [j.ticket.cancelled for j in sched._waiting] == [True], timeout=30)
+            released.set()
+            wait_until(lambda: sched.cancelled == 1, timeout=30)
+    wait_until(lambda: sched.load == {"active": 0, "waiting": 0, "slots": 1}, timeout=30)
+    assert sched.peak_batch == 1
+
+
 def test_deadline_cuts_a_long_request(start_server):
     s = start_server(max_batch=2, request_timeout=0.4)
     slow_down(s, 0.05)

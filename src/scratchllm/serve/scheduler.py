@@ -167,6 +167,7 @@ class Scheduler:
         while self._waiting:
             job = self._waiting.popleft()
             if job.ticket.cancelled:
+                self.cancelled += 1
                 job.done = True
             elif now > job.ticket.deadline:
                 self._finish(
