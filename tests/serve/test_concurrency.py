@@ -41,19 +41,24 @@ def wait_until(cond, timeout: float = 10.0) -> None:
 def test_concurrent_requests_share_decode_steps(start_server):
     s = start_server(max_batch=8)
     sched = slow_down(s, 0.005)
+    # decoding pauses after the first text until all 8 requests are in: then, however slowly
+    # the clients were started, they all decode together
+    released = hold_after_first_text(sched)
     results: list[int] = []
 
     def one(i: int) -> None:
         body = {"model": MODEL, "prompt": f"p{i}", "max_tokens": 20, "temperature": 0}
-        results.append(httpx.post(s.url + "/v1/completions", json=body, timeout=30).status_code)
+        results.append(httpx.post(s.url + "/v1/completions", json=body, timeout=60).status_code)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
     for t in threads:
         t.start()
+    wait_until(lambda: sched.load["active"] + sched.load["waiting"] == 8, timeout=30)
+    released.set()
     for t in threads:
         t.join()
     assert results == [200] * 8
-    assert sched.peak_batch > 1
+    assert sched.peak_batch == 8
 
 
 def test_stream_disconnect_cancels(start_server):
