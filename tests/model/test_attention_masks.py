@@ -300,3 +300,29 @@ def test_models_keep_their_one_zero_masks_in_every_dtype():
     bias = torch.zeros(2, 6).masked_fill(pad == 0, -math.inf)
     with pytest.raises(ValueError, match="expected 1 \\(may attend\\) or 0"):
         model(idx, attention_mask=bias)
+
+
+def test_masked_models_run_under_inference_mode():
+    # Tensors made under torch.inference_mode have no version counter for the bias's mark.
+    from scratchllm.model.encoder import EncoderModel
+
+    idx = torch.randint(0, 32, (2, 6))
+    pad = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
+    cfg = ModelConfig(vocab_size=32, context_length=8, n_embd=16, n_head=2, n_layer=2)
+    for model in (GPTModel(cfg).eval(), EncoderModel(cfg).eval()):
+        with torch.no_grad():
+            want = model(idx, attention_mask=pad)
+        with torch.inference_mode():
+            got = model(idx, attention_mask=pad)
+        torch.testing.assert_close(got, want, atol=0, rtol=0)
+        # a bias made there is still known to attend (not checked again), in both modes
+        with torch.inference_mode():
+            q, k, v = qkv()
+            made = attention_bias(
+                T_Q, T_K, causal=True, padding_mask=KEEP, dtype=q.dtype, device="cpu"
+            )
+            assert made.is_inference()
+            torch.testing.assert_close(
+                attend(q, k, v, causal=True, padding_mask=made),
+                attend(q, k, v, causal=True, padding_mask=KEEP),
+            )

@@ -18,9 +18,11 @@ Every variant has the same call signature
 All variants go through `attend`, which runs either the explicit math (the reference) or
 `torch.nn.functional.scaled_dot_product_attention` (fused kernels); tests prove them equal.
 
-Masks: one convention, PyTorch's (`scaled_dot_product_attention`), for the layers, `attend`,
-`build_mask`, `attention_bias` and `mask_scores` alike. The T_q queries are the last T_q of the
-T_k keys (the earlier ones come from a cache). Shapes:
+Masks: one convention for the layers, `attend`, `build_mask`, `attention_bias` and
+`mask_scores` alike, with the values of PyTorch's `scaled_dot_product_attention` (below) but
+shapes of its own: SDPA reads a 2-D mask as [T_q, T_k] and a 3-D one with heads first, this
+module as [B, T_k] and [B, T_q, T_k]. The T_q queries are the last T_q of the T_k keys (the
+earlier ones come from a cache). Shapes:
 
 - [B, T_k]: per key, e.g. padding;
 - [B, T_q, T_k] or [B, H, T_q, T_k]: per query/key pair (e.g. packed documents);
@@ -62,15 +64,20 @@ MASK_SHAPES = "[B, T_k], [B, T_q, T_k] or [B, H, T_q, T_k] (size-1 dimensions br
 # A bias made by `attention_bias` carries this attribute: (its version then, whether it holds the
 # causal mask). Its shape and values are known (0 / the most negative finite value), so `attend`
 # skips checking them, which would wait for the device in every layer, and re-applying causality
-# it already holds. An in-place change (a new version) makes it an unknown mask again.
+# it already holds. An in-place change (a new version) makes it an unknown mask again. A tensor
+# made under torch.inference_mode has no version counter: its version is recorded as None.
 _MADE = "_scratchllm_attention_bias"
 
 
-def _made_bias(mask: Tensor | None) -> tuple[int, bool] | None:
+def _version(t: Tensor) -> int | None:
+    return None if t.is_inference() else t._version
+
+
+def _made_bias(mask: Tensor | None) -> tuple[int | None, bool] | None:
     if mask is None or torch.compiler.is_compiling():
         return None
     made = getattr(mask, _MADE, None)
-    return made if made is not None and made[0] == mask._version else None
+    return made if made is not None and made[0] == _version(mask) else None
 
 
 def _check_mask(
@@ -212,7 +219,7 @@ def attention_bias(
         _check_mask(padding_mask, t_q, t_k)
     bias = _bias(t_q, t_k, causal=causal, padding_mask=padding_mask, dtype=dtype, device=device)
     if bias is not None and not torch.compiler.is_compiling():
-        setattr(bias, _MADE, (bias._version, causal and t_q > 1))
+        setattr(bias, _MADE, (_version(bias), causal and t_q > 1))
     return bias
 
 
