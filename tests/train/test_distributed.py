@@ -85,6 +85,19 @@ def test_the_process_group_is_left_only_by_whoever_made_it(monkeypatch):
     distributed.init_distributed("cpu")
     distributed.shutdown_distributed(synchronize=False)
     assert calls == ["barrier", "destroy", "destroy"]
+    # a barrier that fails (a peer died) still leaves the group
+    up[0] = False
+    distributed.init_distributed("cpu")
+
+    def broken_barrier():
+        raise RuntimeError("Connection closed by peer")
+
+    monkeypatch.setattr(distributed.dist, "barrier", broken_barrier)
+    with pytest.raises(RuntimeError, match="closed by peer"):
+        distributed.shutdown_distributed()
+    assert calls == ["barrier", "destroy", "destroy", "destroy"]
+    distributed.shutdown_distributed()  # and only once
+    assert calls == ["barrier", "destroy", "destroy", "destroy"]
     # run_job leaves the group it joined, without waiting for the others when the job fails
     ended = []
     monkeypatch.setattr(

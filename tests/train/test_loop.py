@@ -295,8 +295,8 @@ def test_a_time_budget_fits_the_schedule_to_the_steps_that_fit(
 ):
     """Steps 1-3 pay one-time costs (0.5 s each), the rest take 0.05 s; the 10 steps after the
     first 3 are timed and the schedule is fitted to the steps that fit in the 4 s budget. With
-    ``slow_down_at``, steps get 4x slower there (a machine loaded meanwhile): the clock ends the
-    run."""
+    ``slow_down_at``, steps get 4x slower there (a machine loaded meanwhile): later fits shorten
+    the schedule, and the clock ends the run at most a step before the schedule would have."""
     import scratchllm.train.loop as loop
     from scratchllm.train.optim import lr_at
 
@@ -313,17 +313,20 @@ def test_a_time_budget_fits_the_schedule_to_the_steps_that_fit(
     trainer.loss_fn = _clocked(trainer, clock, seconds)
     result = trainer.fit()
     cfg = trainer.cfg
-    # the fitted run fits the budget and uses most of it (a tenth is kept spare); had the probe
-    # timed the three slow first steps too, it would have fitted 24 steps, 2.4 s
-    assert 0.8 * 4.0 < sum(planned(s) for s in range(1, cfg.max_steps + 1)) <= 4.0
     assert cfg.warmup_steps <= max(cfg.max_steps // 10, 13)  # 13: the step it was fitted at
     assert lr_at(cfg.max_steps - 1, cfg) < 0.2 * cfg.lr  # decayed to near the floor
     if slow_down_at is None:
+        # the fitted run fits the budget and uses most of it (a tenth is kept spare); had the
+        # probe timed the three slow first steps too, it would have fitted 24 steps, 2.4 s
+        assert 0.8 * 4.0 < sum(planned(s) for s in range(1, cfg.max_steps + 1)) <= 4.0
         assert result.stopped == "max_steps" and result.step == cfg.max_steps
-    else:  # the clock ends the run at the first step that goes over the budget
-        assert result.stopped == "max_seconds" and result.step < cfg.max_steps
+    else:  # fitted 48 steps first, then fewer; the clock ends it at the first step over
+        assert cfg.max_steps < 45
+        assert result.stopped in ("max_steps", "max_seconds")
+        assert result.step >= cfg.max_steps - 1
+        assert lr_at(result.step - 1, cfg) < 0.2 * cfg.lr
         spent = sum(seconds(s) for s in range(1, result.step + 1))
-        assert spent > 4.0 and spent - seconds(result.step) <= 4.0
+        assert spent - seconds(result.step) <= 4.0
 
 
 @pytest.mark.parametrize(
@@ -335,8 +338,8 @@ def test_a_time_budget_is_fitted_again_when_the_speed_changes(
 ):
     """The probe (steps 4-13) ran 4x slower (a busy machine) than the steps after it, or 4x
     faster than the steps after step 20. Fitted once, the run would end at 4.95 s of a 10 s
-    budget, or be cut by the clock before its schedule decayed. Timed again over the next quarter
-    of the run, it ends within the budget, with most of it used and the learning rate near its
+    budget, or be cut by the clock before its schedule decayed. Fitted again at the speed of the
+    latest steps, it ends within the budget, with most of it used and the learning rate near its
     floor."""
     import scratchllm.train.loop as loop
     from scratchllm.train.optim import lr_at
@@ -360,6 +363,31 @@ def test_a_time_budget_is_fitted_again_when_the_speed_changes(
     assert len(refits) == 1, messages
     first = int(messages[0].split("about ")[1].split()[0])
     assert (cfg.max_steps > 1.5 * first) if change == "longer" else (cfg.max_steps < 0.75 * first)
+
+
+def test_a_time_budget_is_fitted_again_in_time_when_steps_become_much_slower(
+    tmp_path, monkeypatch, one_thread
+):
+    """The probe saw 0.01 s steps, so all 1000 steps fit 100 s; then every step takes 1 s. A
+    second fit due only a quarter of the run later (step 259) would come after the clock had cut
+    the run at step ~111; due by time too (a quarter of the time left), it shortens the run to
+    what fits, and the schedule ends decayed, within the budget."""
+    import scratchllm.train.loop as loop
+    from scratchllm.train.optim import lr_at
+
+    clock = FakeClock()
+    monkeypatch.setattr(loop, "time", clock)
+
+    def seconds(step):
+        return 0.5 if step <= 3 else 0.01 if step <= 13 else 1.0
+
+    trainer = _trainer(tmp_path, steps=1000, max_seconds=100.0, warmup_steps=50, eval_interval=500)
+    trainer.loss_fn = _clocked(trainer, clock, seconds)
+    result = trainer.fit()
+    cfg = trainer.cfg
+    assert result.stopped == "max_steps" and result.step == cfg.max_steps < 120
+    assert 80.0 < sum(seconds(s) for s in range(1, cfg.max_steps + 1)) <= 100.0
+    assert lr_at(cfg.max_steps - 1, cfg) < 0.2 * cfg.lr
 
 
 def test_a_time_budget_is_left_alone_when_the_speed_holds(tmp_path, monkeypatch, one_thread):

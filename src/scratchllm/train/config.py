@@ -19,8 +19,8 @@ class TrainConfig:
     # --- length of the run -------------------------------------------------------------------
     max_steps: int = 1000  # optimizer steps (each may accumulate several micro-batches)
     # a wall-time budget: the run times steps 4-13 and, when max_steps would not
-    # fit, shortens the schedule to the steps that do (so it still decays), times the next
-    # quarter of the run to correct that once; the clock also stops the run
+    # fit, shortens the schedule to the steps that do (so it still decays), and fits again as
+    # the speed changes; the clock also stops the run
     max_seconds: float | None = None
     # --- batches -------------------------------------------------------------------------------
     batch_size: int = 16  # sequences per micro-batch

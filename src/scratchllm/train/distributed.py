@@ -74,9 +74,12 @@ def shutdown_distributed(synchronize: bool = True) -> None:
     weights, say): with ``synchronize`` every rank first waits at a barrier for the others. After
     an error pass ``synchronize=False``: the other ranks may never reach the barrier."""
     if _OWNED and dist.is_initialized():
-        if synchronize:
-            dist.barrier()
-        dist.destroy_process_group()
+        try:
+            if synchronize:
+                dist.barrier()  # raises if a peer died meanwhile: the group is still left
+        finally:
+            _OWNED.clear()
+            dist.destroy_process_group()
     _OWNED.clear()
 
 

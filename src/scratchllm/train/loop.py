@@ -12,6 +12,7 @@ import math
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -46,8 +47,8 @@ from scratchllm.train.optim import build_optimizer, lr_at
 LossFn = Callable[[nn.Module, Any], tuple[torch.Tensor, int]]
 # With max_seconds, the speed of BUDGET_PROBE_STEPS steps (after BUDGET_SKIP_STEPS, which pay
 # one-time costs) decides how many fit: when fewer than max_steps do, the schedule (warm-up,
-# then cosine decay) is fitted to end within the budget. The speed is timed once more over the
-# next quarter of the run, and the end moved if it is off by more than BUDGET_REFIT_TOLERANCE.
+# then cosine decay) is fitted to end within the budget. It is fitted again as the run goes on
+# (`_TimeBudget`), and the end moved if it is off by more than BUDGET_REFIT_TOLERANCE.
 BUDGET_SKIP_STEPS = 3
 BUDGET_PROBE_STEPS = 10
 BUDGET_REFIT_TOLERANCE = 0.1
@@ -156,40 +157,52 @@ class _StopFlag:
 class _TimeBudget:
     """Fits ``cfg.max_steps`` (and so the end of the schedule) to ``cfg.max_seconds``.
 
-    Twice: after timing the probe steps, and again after the next quarter of the run, timed on its
-    own, since the probe may have run on a busier (or quieter) machine than the rest. The second
-    fit moves the end only if it is off by more than a tenth; neither goes past the ``max_steps``
-    asked for. Times are training seconds (evaluation and saving left out: ``_steps_within``
-    counts evaluations separately). Under torchrun each fit is the smallest over the ranks, so
-    that every rank stops at the same step."""
+    First after timing the probe steps, then again each time a quarter of what was left has
+    passed (in steps or in training time, whichever comes first), at the speed of the last
+    ``BUDGET_PROBE_STEPS`` steps: the probe may have run on a busier (or quieter) machine than the
+    rest. A later fit moves the end only if it is off by more than a tenth; none goes past the
+    ``max_steps`` asked for. Times are training seconds (evaluation and saving left out:
+    ``_steps_within`` counts evaluations separately). Under torchrun the ranks agree on when to
+    fit (the caller combines ``due`` across ranks) and each fit is the smallest over the ranks,
+    so that every rank stops at the same step."""
 
     def __init__(self, trainer: Trainer) -> None:
         self.trainer = trainer
         self.asked = trainer.cfg.max_steps
-        self.fit_at = trainer.step + BUDGET_SKIP_STEPS + BUDGET_PROBE_STEPS
-        self.fits = 0  # 2 when done
+        self.fit_at = trainer.step + BUDGET_SKIP_STEPS + BUDGET_PROBE_STEPS  # a step
+        self.fit_after = math.inf  # training seconds: the next fit comes by then at the latest
+        self.fits = 0
+        self.done = False  # too few steps left for another fit to tell anything
         self.per_step = 0.0  # seconds, as timed for the last fit
-        self.mark: tuple[int, float] | None = None  # (step, training seconds) timing started at
+        self.last: int | None = None  # the step of the probe's start or of the last fit
+        self.recent: deque[tuple[int, float]] = deque(maxlen=BUDGET_PROBE_STEPS + 1)
 
-    def after_step(self, train_seconds: float, elapsed: float) -> str | None:
-        """Called after each step; when it refits ``cfg.max_steps`` it says so (a message)."""
+    def due(self, train_seconds: float) -> bool:
+        """Whether this rank would fit now (called after each step)."""
+        step = self.trainer.step
+        if self.fits == 0 and step == self.fit_at - BUDGET_PROBE_STEPS:
+            self.last = step
+        if self.last is not None:
+            self.recent.append((step, train_seconds))  # (step, training seconds after it)
+        if self.done or self.last is None or step <= self.last:
+            return False
+        return step >= self.fit_at or train_seconds >= self.fit_after
+
+    def fit(self, train_seconds: float, elapsed: float) -> str | None:
+        """Fit ``cfg.max_steps`` to the time left (collective under torchrun); a message when it
+        changed."""
         t, cfg = self.trainer, self.trainer.cfg
-        if self.fits == 2:
-            return None
-        if t.step == self.fit_at - BUDGET_PROBE_STEPS and self.mark is None:
-            self.mark = (t.step, train_seconds)
-        if t.step != self.fit_at or self.mark is None:
-            return None
-        per_step = (train_seconds - self.mark[1]) / (t.step - self.mark[0])
+        since = self.recent[0]  # the last BUDGET_PROBE_STEPS steps (the probe, the first time)
+        per_step = (train_seconds - since[1]) / (t.step - since[0])
         left = cfg.max_seconds - elapsed
         steps = min(t.step + t._steps_within(left, per_step), self.asked)
         steps = max(min_across_ranks(steps, t.dist, t.device), t.step)
         self.fits += 1
         first, before = self.fits == 1, self.per_step
-        self.per_step, self.mark = per_step, (t.step, train_seconds)
+        self.per_step, self.last = per_step, t.step
         self.fit_at = t.step + max(BUDGET_PROBE_STEPS, (steps - t.step) // 4)
-        if self.fit_at >= steps:
-            self.fits = 2  # the run ends before a second fit could tell anything
+        self.fit_after = train_seconds + left / 4
+        self.done = steps - t.step <= BUDGET_PROBE_STEPS
         off = abs(steps - cfg.max_steps) > BUDGET_REFIT_TOLERANCE * cfg.max_steps
         if (first and steps >= cfg.max_steps) or (not first and not off):
             return None
@@ -202,7 +215,7 @@ class _TimeBudget:
                 "the learning-rate schedule now ends there"
             )
         return (
-            f"time budget: steps now take {per_step:.3g} s, not {before:.3g} s as first timed; "
+            f"time budget: steps now take {per_step:.3g} s, not {before:.3g} s as last timed; "
             f"about {steps} steps fit, and the learning-rate schedule now ends there"
         )
 
@@ -543,9 +556,16 @@ class Trainer:
                 tokens_before = self.tokens
                 loss = self.train_step(batches)
                 bar.update(1)
-                if budget is not None:
-                    elapsed = time.perf_counter() - start_time
-                    message = budget.after_step(elapsed - paused, elapsed)
+                elapsed = time.perf_counter() - start_time
+                over_time = bool(cfg.max_seconds) and elapsed > cfg.max_seconds
+                refit = budget is not None and budget.due(elapsed - paused)
+                # every rank stops (and fits the budget) at the same step, whichever ranks saw
+                # the clock run out, a signal or the time to fit again
+                over_time, signalled, refit = any_across_ranks(
+                    [over_time, stop.signum is not None, refit], self.dist, self.device
+                )
+                if refit:
+                    message = budget.fit(elapsed - paused, elapsed)
                     if message:
                         last_step = min(until_step or cfg.max_steps, cfg.max_steps)
                         bar.total = cfg.max_steps
@@ -585,11 +605,6 @@ class Trainer:
                     self._window_losses, window_tokens = [], 0
                     window_start = time.perf_counter()
                 paused_at = time.perf_counter()  # evaluation and saving do not count as training
-                over_time = bool(cfg.max_seconds) and paused_at - start_time > cfg.max_seconds
-                # every rank stops at the same step, whichever ranks saw the clock or a signal
-                over_time, signalled = any_across_ranks(
-                    [over_time, stop.signum is not None], self.dist, self.device
-                )
                 if self.step % cfg.eval_interval == 0 or self.step == cfg.max_steps or over_time:
                     val = self._evaluate()
                     if val is not None:  # shown from now on (the bar showed the previous one)
