@@ -199,10 +199,10 @@ def test_resume_inside_a_document_keeps_the_documents_after_it(tmp_path, monkeyp
 
 
 def _orphan_check(fake_parent: int) -> None:
-    import scratchllm.data.shards as shards
+    import scratchllm.data.shard_workers as shard_workers
 
     try:
-        shards._exit_when_orphaned(fake_parent)  # exits with 1: the "parent" is not ours
+        shard_workers._exit_when_orphaned(fake_parent)  # exits with 1: the "parent" is not ours
     except BaseException:
         os._exit(3)
     os._exit(0)
