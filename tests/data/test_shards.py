@@ -145,53 +145,29 @@ def test_shard_sampler_too_short(byte_tokenizer) -> None:
 
 
 @pytest.mark.parametrize("crash_at_commit", [2, 4])
-def test_one_big_document_commits_inside_and_resumes(tmp_path, monkeypatch, crash_at_commit):
-    import scratchllm.data.shards as shards
-
+def test_one_big_document_commits_inside_and_resumes(
+    tmp_path, killed_after_commit, crash_at_commit
+):
     big = Document("big", "\n".join(d.text for d in corpus(40)))  # ~5 chunks of 500 bytes
     tok = BPETokenizer.train([big.text], 300)
     prepare([big], tok, tmp_path / "full", val_fraction=0.0)
-    commits = []
-    real = shards._write_index
-
-    def crashing(out, state):
-        real(out, state)
-        commits.append((state.next_document, state.next_piece))
-        if len(commits) == crash_at_commit:
-            raise KeyboardInterrupt  # killed right after this commit
-
-    monkeypatch.setattr(shards, "_write_index", crashing)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_commit(crash_at_commit) as commits:
         prepare([big], tok, tmp_path / "cut", val_fraction=0.0)
-    monkeypatch.setattr(shards, "_write_index", real)
     assert commits[-1][0] == 0 and commits[-1][1] > 0  # progress inside the one document
     assert 0 < read_index(tmp_path / "cut").text_bytes < len(big.text.encode())  # and its bytes
     prepare([big], tok, tmp_path / "cut", val_fraction=0.0)
     assert shard_bytes(tmp_path / "cut") == shard_bytes(tmp_path / "full")
 
 
-def test_resume_inside_a_document_keeps_the_documents_after_it(tmp_path, monkeypatch):
+def test_resume_inside_a_document_keeps_the_documents_after_it(tmp_path, killed_after_commit):
     """A resume inside a long document skips that document's written pieces only: the short and
     long documents after it are written whole."""
-    import scratchllm.data.shards as shards
-
     big = Document("big", "\n".join(d.text for d in corpus(40)))  # ~5 pieces of 500 bytes
     docs = [big, Document("short", "alpha beta"), Document("big2", big.text[::-1]), *corpus(5)]
     tok = BPETokenizer.train([d.text for d in docs], 300)
     prepare(docs, tok, tmp_path / "full", val_fraction=0.0)
-    real = shards._write_index
-    commits = []
-
-    def crashing(out, state):
-        real(out, state)
-        commits.append(state.next_piece)
-        if len(commits) == 3:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(shards, "_write_index", crashing)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_after_commit(3):
         prepare(docs, tok, tmp_path / "cut", val_fraction=0.0)
-    monkeypatch.setattr(shards, "_write_index", real)
     assert read_index(tmp_path / "cut").next_piece > 0  # interrupted inside `big`
     report = prepare(docs, tok, tmp_path / "cut", val_fraction=0.0)
     assert report.documents["train"] == len(docs)

@@ -296,31 +296,18 @@ def test_memory_is_bounded_by_the_chunk_not_the_file(tmp_path) -> None:
     assert time.perf_counter() - start < 30
 
 
-def test_interrupted_streamed_prepare_resumes_identically(tmp_path, monkeypatch, small_bpe):
+def test_interrupted_streamed_prepare_resumes_identically(tmp_path, killed_after_commit, small_bpe):
     """Killed right after a commit inside the one big file, a rerun skips the pieces written
     (checking their bytes against the index) and ends byte-identical to an uninterrupted run."""
-    import scratchllm.data.shards as shards
-
     tok = small_bpe["gpt4"]
     path = messy_file(tmp_path, repeat=8)
     kw = {"workers": 1, "chunk_bytes": 200, "val_fraction": 0.0, "shard_tokens": 300}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         prepare_path(path, tok, tmp_path / "full", **kw)
-    real = shards._write_index
-    commits = []
-
-    def crashing(out, state):
-        real(out, state)
-        commits.append(state.next_piece)
-        if len(commits) == 5:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(shards, "_write_index", crashing)
-    with pytest.raises(KeyboardInterrupt), warnings.catch_warnings():
+    with killed_after_commit(5), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         prepare_path(path, tok, tmp_path / "cut", **kw)
-    monkeypatch.setattr(shards, "_write_index", real)
     index = json.loads((tmp_path / "cut" / "index.json").read_text())
     assert index["next_document"] == 0 and index["next_piece"] > 0
     with warnings.catch_warnings():
@@ -330,29 +317,16 @@ def test_interrupted_streamed_prepare_resumes_identically(tmp_path, monkeypatch,
     assert read_index(tmp_path / "cut").complete
 
 
-def test_resume_over_pieces_cut_otherwise_is_refused(tmp_path, monkeypatch, small_bpe):
+def test_resume_over_pieces_cut_otherwise_is_refused(tmp_path, killed_after_commit, small_bpe):
     """An index whose pieces of the open document hold other bytes than the rerun cuts (an
     interrupted run of another version, or a file edited in place to the same size) is refused
     rather than continued from the wrong place."""
-    import scratchllm.data.shards as shards
-
     tok = small_bpe["gpt2"]
     path = messy_file(tmp_path, repeat=8)
     kw = {"workers": 1, "chunk_bytes": 200, "val_fraction": 0.0}
-    real = shards._write_index
-    commits = []
-
-    def crashing(out, state):
-        real(out, state)
-        commits.append(state)
-        if len(commits) == 4:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(shards, "_write_index", crashing)
-    with pytest.raises(KeyboardInterrupt), warnings.catch_warnings():
+    with killed_after_commit(4), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         prepare_path(path, tok, tmp_path / "cut", **kw)
-    monkeypatch.setattr(shards, "_write_index", real)
     index_path = tmp_path / "cut" / "index.json"
     index = json.loads(index_path.read_text())
     assert index["next_piece"] > 0
