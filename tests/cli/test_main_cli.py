@@ -245,3 +245,15 @@ def test_the_follow_up_command_is_one_that_runs(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(script.parent))
     script.chmod(0o755)
     assert command_name() == "scratchllm"
+
+
+@pytest.mark.parametrize("command", ["train", "demo"])
+def test_max_minutes_none_lifts_the_time_limit(command):
+    """`--help` says "none = no limit"; demo's default of 7 minutes can be lifted that way."""
+    from scratchllm.cli.common import train_config
+
+    extra = ["--data", "x"] if command == "train" else []
+    args = build_parser().parse_args([command, *extra, "--max-minutes", "none"])
+    assert train_config(args).max_seconds is None
+    args = build_parser().parse_args([command, *extra, "--max-minutes", "2.5"])
+    assert train_config(args).max_seconds == 150

@@ -28,3 +28,14 @@ def int_at_least(low: int) -> Callable[[str], int]:
 
 positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
+
+
+def minutes_or_none(text: str) -> float | None:
+    """Minutes as a float, or ``none`` (any case) for no time limit, so that `demo`'s default
+    limit can be lifted. The range (> 0) is checked with the rest of the training settings."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid value: {text!r} (minutes, or none)") from None

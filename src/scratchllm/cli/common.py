@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from scratchllm.cli.argtypes import minutes_or_none
 from scratchllm.errors import ConfigError
 from scratchllm.train.config import TrainConfig
 
@@ -61,10 +62,10 @@ def add_train_args(parser: argparse.ArgumentParser, steps: int = 1000) -> None:
     g.add_argument("--steps", type=int, default=steps, help="optimizer steps (default %(default)s)")
     g.add_argument(
         "--max-minutes",
-        type=float,
+        type=minutes_or_none,
         default=None,
         help="stop after this many minutes of training even if steps remain (default "
-        "%(default)s; None = no limit)",
+        "%(default)s; none = no limit)",
     )
     g.add_argument(
         "--batch-size", type=int, default=16, help="windows per step (default %(default)s)"
