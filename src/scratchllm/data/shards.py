@@ -18,6 +18,12 @@ committed length. A rerun with the same settings truncates any bytes written aft
 skips the documents already done (reading, not tokenizing, them) and continues, so an interrupted
 run ends byte-identical to an uninterrupted one.
 
+A source file is read more than once (looked at, streamed, and read again to resume): each read is
+held to the file's ``sources.FileStamp`` from the start of the run, and all of them are checked
+again at its end. A file that changes in between stops the run with a ``SourceChangedError``
+naming it, and the shards written so far are discarded (they may mix two versions of the file),
+so that running again starts afresh.
+
 Memory stays bounded by the chunks in flight: ``prepare_path`` reads a text file block by block
 (``sources.FileDocument``) and ``tokenizer.parallel.split_stream`` cuts it into pieces of about
 ``chunk_bytes`` characters where encoding the pieces apart gives the ids of the whole, so that one
@@ -26,6 +32,7 @@ file larger than memory is never held whole either.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -46,8 +53,11 @@ from scratchllm.data.sources import (
     DEFAULT_INCLUDE,
     Document,
     FileDocument,
+    FileStamp,
+    SourceChangedError,
     SourceOptions,
     is_validation,
+    iter_file_documents,
     iter_text_sources,
     resolve_files,
 )
@@ -400,6 +410,12 @@ def _run(
             state.next_document, state.text_bytes = done_docs, done_bytes
             state.next_piece = done_pieces
             _write_index(out, state)
+    except SourceChangedError as exc:
+        for writer in writers.values():
+            writer.close()
+        _discard(out, settings)
+        note = "; the shards written so far were discarded"
+        raise SourceChangedError(exc.file, exc.what, "prepared", note) from None
     finally:
         bar.close()
         for writer in writers.values():
@@ -409,6 +425,14 @@ def _run(
     _warn_empty_split(state)
     state.complete = True
     _write_index(out, state)
+
+
+def _discard(out: Path, settings: PrepareSettings) -> None:
+    """Start the run over: no shards, nothing done. The file list is left unrecorded (taken from
+    the next run), as the files were not what the recorded list says."""
+    for old in [*out.glob("train_*.bin"), *out.glob("val_*.bin")]:
+        old.unlink(missing_ok=True)
+    _write_index(out, PrepareState(dataclasses.replace(settings, source_files="")))
 
 
 def _text_bytes(doc: Document | FileDocument) -> int:
@@ -466,23 +490,21 @@ def prepare_path(
     **kwargs: Any,
 ) -> PrepareReport:
     """``prepare_shards`` over ``iter_text_sources(path, ...)`` (a file, directory, glob or
-    "builtin"), with the progress bar sized by the files' bytes."""
-    docs = iter_text_sources(  # text files stream: read in blocks of chunk_bytes, never whole
-        path,
-        include=include,
-        exclude=exclude,
-        text_field=text_field,
-        column=column,
-        stream=True,
-        read_bytes=kwargs.get("chunk_bytes", DEFAULT_CHUNK_BYTES),
-    )
+    "builtin"), with the progress bar sized by the files' bytes. The files are found once and
+    stamped (``sources.FileStamp``): every later read of one is checked against its stamp."""
+    read_bytes = kwargs.get("chunk_bytes", DEFAULT_CHUNK_BYTES)
     total, files = None, ""
-    if str(path) != BUILTIN:
+    if str(path) == BUILTIN:
+        docs = iter_text_sources(BUILTIN)
+    else:
         options = SourceOptions(include, exclude, text_field, column)
-        with warnings.catch_warnings():  # iter_text_sources warns about the same files once
-            warnings.simplefilter("ignore")
-            resolved = resolve_files(path, options)
-        sizes = [(name, f.stat().st_size) for f, name in resolved]
+        resolved = resolve_files(path, options)
+        stamps = [FileStamp.read(f) for f, _ in resolved]
+        # text files stream: read in blocks of chunk_bytes, never whole
+        docs = iter_file_documents(
+            resolved, options, stream=True, read_bytes=read_bytes, stamps=stamps
+        )
+        sizes = [(name, stamp.size) for (_, name), stamp in zip(resolved, stamps)]
         total = sum(size for _, size in sizes)
         files = hashlib.sha256(json.dumps(sizes).encode()).hexdigest()
     kwargs.setdefault("total_bytes", total)

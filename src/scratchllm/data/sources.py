@@ -10,6 +10,10 @@ order. ``iter_text_sources`` streams (a corpus larger than memory never needs to
 Text files are read as Python's text mode reads them (no byte order mark, ``\\n`` line ends);
 hidden files are left out of directory walks, and a file reached twice is read once.
 
+A file read more than once (``data prepare`` looks at it, then streams it, and reads it again
+to resume) is held to the ``FileStamp`` (size, modified time, inode) it had when first looked at:
+a file that changes in between is a ``SourceChangedError`` naming it, not a mix of two versions.
+
 Bad input is reported, not fatal, where it can be: empty files are skipped with a warning, and
 undecodable bytes are replaced with U+FFFD and counted in a warning. A missing path, a JSON Lines
 line that is not a JSON object or lacks the text field, a Parquet column that is not text, and a
@@ -29,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
+from typing import BinaryIO
 
 from scratchllm.errors import DataError
 
@@ -47,6 +52,49 @@ _REPLACEMENT_BYTES = _REPLACEMENT.encode("utf-8")  # b"\xef\xbf\xbd"
 DEFAULT_READ_BYTES = 1 << 20
 
 
+class SourceChangedError(DataError):
+    """A source file changed (size, modified time or inode) between two reads of it."""
+
+    def __init__(self, file: str | Path, what: str, doing: str = "read", note: str = "") -> None:
+        self.file, self.what = str(file), what
+        super().__init__(
+            f"{file} changed while being {doing} ({what}){note}; run again once it no longer "
+            "changes"
+        )
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """A file as it was first looked at; a later read of the same path must still match it, or
+    its text may not be the text read before (a changed size, modified time or inode)."""
+
+    size: int
+    mtime_ns: int
+    device: int
+    inode: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileStamp:
+        return cls(st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+
+    @classmethod
+    def read(cls, file: str | Path) -> FileStamp:
+        return cls.of(os.stat(file))
+
+    def check(self, file: str | Path, st: os.stat_result | None = None) -> None:
+        """A SourceChangedError naming ``file`` when ``st`` (default: a fresh stat) differs."""
+        try:
+            now = FileStamp.of(os.stat(file) if st is None else st)
+        except FileNotFoundError:
+            raise SourceChangedError(file, "it was removed") from None
+        if (now.device, now.inode) != (self.device, self.inode):
+            raise SourceChangedError(file, "replaced by another file")
+        if now.size != self.size:
+            raise SourceChangedError(file, f"{self.size} bytes, now {now.size}")
+        if now.mtime_ns != self.mtime_ns:
+            raise SourceChangedError(file, "modified: its modified time changed")
+
+
 @dataclass(frozen=True)
 class Document:
     """One document: a name that is unique and stable within its corpus, and its text."""
@@ -61,15 +109,17 @@ class FileDocument:
 
     ``parts()`` yields the same text as ``Document.text`` of the file would hold (see
     ``iter_file_text``) in pieces of about ``read_bytes``; ``text`` joins them (the whole file in
-    memory, for callers that want it). Each full read warns about undecodable bytes once.
+    memory, for callers that want it). Each full read warns about undecodable bytes once, and
+    checks the file against ``stamp`` (when there is one) as it opens it and at its end.
     """
 
     name: str
     path: Path
     read_bytes: int = DEFAULT_READ_BYTES
+    stamp: FileStamp | None = None
 
     def parts(self) -> Iterator[str]:
-        return iter_file_text(self.path, self.read_bytes)
+        return iter_file_text(self.path, self.read_bytes, self.stamp)
 
     @property
     def text(self) -> str:
@@ -106,11 +156,36 @@ def iter_text_sources(
     if str(path) == BUILTIN:
         yield from _builtin_documents()
         return
-    for file, name in resolve_files(path, options):
+    yield from iter_file_documents(
+        resolve_files(path, options), options, stream=stream, read_bytes=read_bytes
+    )
+
+
+def iter_file_documents(
+    files: Sequence[tuple[Path, str]],
+    options: SourceOptions,
+    *,
+    stream: bool = False,
+    read_bytes: int = DEFAULT_READ_BYTES,
+    stamps: Sequence[FileStamp] | None = None,
+) -> Iterator[Document | FileDocument]:
+    """Documents of ``files`` (as ``resolve_files`` gives them), as ``iter_text_sources`` reads them.
+
+    ``stamps``: each file as it was when first looked at (one per file). Every read of a file
+    checks it against its stamp (else against the stamp it had when this read first opened it),
+    and once the last document is taken every file is checked again: a SourceChangedError names
+    a file that changed in between.
+    """
+    if stamps is not None and len(stamps) != len(files):
+        raise ValueError(f"{len(stamps)} stamps for {len(files)} files")
+    for i, (file, name) in enumerate(files):
+        stamp = None if stamps is None else stamps[i]
         if stream and file.suffix.lower() not in (*JSONL_SUFFIXES, *PARQUET_SUFFIXES):
-            yield from _stream_text_file(file, name, read_bytes)
+            yield from _stream_text_file(file, name, read_bytes, stamp)
         else:
-            yield from _read_file(file, name, options)
+            yield from _read_file(file, name, options, stamp)
+    for (file, _), stamp in zip(files, stamps or ()):
+        stamp.check(file)
 
 
 def read_text_sources(
@@ -241,14 +316,19 @@ def _matches(rel: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch(name, p) or fnmatch(rel, p) for p in patterns)
 
 
-def _read_file(file: Path, name: str, options: SourceOptions) -> Iterator[Document]:
+def _read_file(
+    file: Path, name: str, options: SourceOptions, stamp: FileStamp | None = None
+) -> Iterator[Document]:
     suffix = file.suffix.lower()
     if suffix in JSONL_SUFFIXES:
-        yield from _read_jsonl(file, name, options.text_field)
+        yield from _read_jsonl(file, name, options.text_field, stamp)
     elif suffix in PARQUET_SUFFIXES:
-        yield from _read_parquet(file, name, options.column)
+        yield from _read_parquet(file, name, options.column, stamp)
     else:
-        raw = file.read_bytes()
+        with _open(file, stamp) as fh:
+            stamp = _opened(fh, file, stamp)
+            raw = fh.read()
+            _check_read(fh, file, stamp, len(raw))
         _check_not_binary(raw, file)
         text = normalize_newlines(decode_text(raw, str(file)))
         if text.strip():
@@ -257,23 +337,32 @@ def _read_file(file: Path, name: str, options: SourceOptions) -> Iterator[Docume
             warnings.warn(f"skipping empty (or whitespace-only) file {file}", stacklevel=3)
 
 
-def _stream_text_file(file: Path, name: str, read_bytes: int) -> Iterator[FileDocument]:
-    """``_read_file`` of a text file without holding it: the same checks, a lazy document."""
-    with open(file, "rb") as fh:
+def _stream_text_file(
+    file: Path, name: str, read_bytes: int, stamp: FileStamp | None = None
+) -> Iterator[FileDocument]:
+    """``_read_file`` of a text file without holding it: the same checks, a lazy document that
+    holds the file's stamp from here on (or the one given), so that its reads are checked."""
+    with _open(file, stamp) as fh:
+        stamp = _opened(fh, file, stamp)
         _check_not_binary(fh.read(_BINARY_SNIFF_BYTES), file)
     # the first non-space character ends the read (closing the generator warns about nothing)
-    if any(part.strip() for part in iter_file_text(file, read_bytes)):
-        yield FileDocument(name, file, read_bytes)
+    if any(part.strip() for part in iter_file_text(file, read_bytes, stamp)):
+        yield FileDocument(name, file, read_bytes, stamp)
     else:
         warnings.warn(f"skipping empty (or whitespace-only) file {file}", stacklevel=3)
 
 
-def iter_file_text(file: str | Path, read_bytes: int = DEFAULT_READ_BYTES) -> Iterator[str]:
+def iter_file_text(
+    file: str | Path, read_bytes: int = DEFAULT_READ_BYTES, stamp: FileStamp | None = None
+) -> Iterator[str]:
     """The text of a file in parts of about ``read_bytes`` bytes, exactly as
     ``normalize_newlines(decode_text(file.read_bytes(), str(file)))`` reads it whole: no byte
     order mark, ``\n`` line ends, U+FFFD for undecodable bytes (counted in a warning once the
     file has been read to its end). A BOM, a UTF-8 sequence or a ``\r\n`` split between two reads
     is put together again; no part is empty.
+
+    The file must match ``stamp`` (default: itself as opened) when opened and when read to its
+    end, before the last part is given: else a SourceChangedError.
     """
     if read_bytes < 1:
         raise ValueError(f"read_bytes must be at least 1, got {read_bytes}")
@@ -282,10 +371,15 @@ def iter_file_text(file: str | Path, read_bytes: int = DEFAULT_READ_BYTES) -> It
     head: bytes | None = b""  # the first bytes, until it is known whether they start with a BOM
     tail = b""  # the last 2 bytes before this read: a literal U+FFFD can straddle two reads
     held_cr = False  # the text so far ended in "\r", held back in case "\n" comes next
-    with open(file, "rb") as fh:
+    total = 0  # bytes read
+    with _open(file, stamp) as fh:
+        stamp = _opened(fh, file, stamp)
         while True:
             raw = fh.read(read_bytes)
             final = not raw
+            total += len(raw)
+            if final:
+                _check_read(fh, file, stamp, total)
             if head is not None:
                 head += raw
                 if len(head) < len(_BOM) and not final:
@@ -307,6 +401,31 @@ def iter_file_text(file: str | Path, read_bytes: int = DEFAULT_READ_BYTES) -> It
         warnings.warn(
             f"{file}: replaced {replaced} undecodable byte sequence(s) with U+FFFD", stacklevel=2
         )
+
+
+def _open(file: Path | str, stamp: FileStamp | None) -> BinaryIO:
+    """``file`` opened for reading; gone since it was stamped is a change, not a missing path."""
+    try:
+        return open(file, "rb")
+    except FileNotFoundError:
+        if stamp is None:
+            raise
+        raise SourceChangedError(file, "it was removed") from None
+
+
+def _opened(fh: BinaryIO, file: Path | str, stamp: FileStamp | None) -> FileStamp:
+    """The stamp of a file just opened: checked against ``stamp`` when there is one."""
+    st = os.fstat(fh.fileno())
+    if stamp is not None:
+        stamp.check(file, st)
+    return FileStamp.of(st)
+
+
+def _check_read(fh: BinaryIO, file: Path | str, stamp: FileStamp, total: int) -> None:
+    """After a read to the end: the file still matches ``stamp`` and gave exactly its size."""
+    stamp.check(file, os.fstat(fh.fileno()))
+    if total != stamp.size:
+        raise SourceChangedError(file, f"{stamp.size} bytes, but {total} were read")
 
 
 def normalize_newlines(text: str) -> str:
@@ -346,11 +465,15 @@ def _check_not_binary(raw: bytes, file: Path) -> None:
         )
 
 
-def _read_jsonl(file: Path, name: str, text_field: str) -> Iterator[Document]:
-    empty = replaced = 0
+def _read_jsonl(
+    file: Path, name: str, text_field: str, stamp: FileStamp | None = None
+) -> Iterator[Document]:
+    empty = replaced = total = 0
     bad_lines: list[int] = []
-    with open(file, "rb") as fh:
+    with _open(file, stamp) as fh:
+        stamp = _opened(fh, file, stamp)
         for lineno, raw in enumerate(fh, start=1):
+            total += len(raw)
             if lineno == 1:
                 raw = raw.removeprefix(_BOM)
             if not raw.strip():
@@ -379,6 +502,7 @@ def _read_jsonl(file: Path, name: str, text_field: str) -> Iterator[Document]:
                 yield Document(f"{name}:{lineno}", text)
             else:
                 empty += 1
+        _check_read(fh, file, stamp, total)
     if empty:
         warnings.warn(f"{file}: skipped {empty} record(s) with empty {text_field!r}", stacklevel=3)
     if replaced:
@@ -390,12 +514,17 @@ def _read_jsonl(file: Path, name: str, text_field: str) -> Iterator[Document]:
         )
 
 
-def _read_parquet(file: Path, name: str, column: str) -> Iterator[Document]:
+def _read_parquet(
+    file: Path, name: str, column: str, stamp: FileStamp | None = None
+) -> Iterator[Document]:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as exc:  # pragma: no cover - pyarrow is in the [data] extra
         raise DataError(f"{file}: reading Parquet needs pyarrow (pip install pyarrow)") from exc
+    if stamp is not None:
+        stamp.check(file)
+    stamp = FileStamp.read(file)
     parquet = pq.ParquetFile(file)
     if column not in parquet.schema_arrow.names:
         names = ", ".join(parquet.schema_arrow.names)
@@ -413,6 +542,7 @@ def _read_parquet(file: Path, name: str, column: str) -> Iterator[Document]:
             else:
                 empty += 1
             row += 1
+    stamp.check(file)
     if empty:
         warnings.warn(f"{file}: skipped {empty} empty or null row(s) of {column!r}", stacklevel=3)
 
