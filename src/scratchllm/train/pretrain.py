@@ -28,6 +28,8 @@ from scratchllm.train.loop import Trainer, TrainResult
 
 # Share of held-out data when a corpus has too few documents to split by document.
 TOKEN_SPLIT_VAL_FRACTION = 0.1
+# Ids counted at a time by unigram_cross_entropy.
+_COUNT_BLOCK = 1 << 20
 
 
 @dataclass
@@ -47,7 +49,10 @@ def unigram_cross_entropy(train_ids: np.ndarray, eval_ids: np.ndarray, vocab_siz
 
     The baseline a model beats only by using context: it knows every token's frequency, nothing more.
     """
-    counts = np.bincount(train_ids.astype(np.int64), minlength=vocab_size).astype(np.float64) + 1.0
+    counts = np.ones(vocab_size, dtype=np.float64)  # add-one smoothing
+    for start in range(0, len(train_ids), _COUNT_BLOCK):  # no int64 copy of all the ids
+        block = train_ids[start : start + _COUNT_BLOCK].astype(np.int64)
+        counts += np.bincount(block, minlength=vocab_size)[:vocab_size]
     log_probs = np.log(counts / counts.sum())
     return float(-log_probs[eval_ids.astype(np.int64)].mean())
 

@@ -1,0 +1,80 @@
+"""Encoding a corpus in memory (``train``, ``pretrain``, ``eval`` on raw text) holds the ids in
+their small dtype, a piece of text at a time: never the whole corpus as a Python list."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import scratchllm.data.encode as encode
+from scratchllm.data.encode import encode_documents, encode_text
+from scratchllm.data.sources import Document, FileDocument
+from scratchllm.perplexity import encode_for_scoring
+from scratchllm.tokenizer import BPETokenizer
+from scratchllm.train.pretrain import unigram_cross_entropy
+
+LINE = "The cat's 12345 cats, and 'll dogs.\n\nThe end!  \t中文 é <|endoftext|>\n"
+
+
+@pytest.fixture(scope="module")
+def bpe() -> BPETokenizer:
+    return BPETokenizer.train([LINE * 20], 300, pattern="gpt4")
+
+
+def whole_ids(tok, texts: list[str], joined: bool = False) -> np.ndarray:
+    """The ids as the code before piecewise encoding made them: each text whole, int64."""
+    ids: list[int] = []
+    for i, text in enumerate(texts):
+        if joined and i:
+            ids.append(tok.eot_id)
+        ids += encode_text(tok, text)
+        if not joined:
+            ids.append(tok.eot_id)
+    return np.asarray(ids, dtype=np.int64)
+
+
+def test_long_documents_encode_in_pieces_to_the_ids_of_the_whole(bpe, tmp_path, monkeypatch):
+    monkeypatch.setattr(encode, "ENCODE_PIECE_CHARS", 100)
+    texts = [LINE * 40, "short", LINE * 3]
+    (tmp_path / "f.txt").write_text(texts[0])
+    docs = [FileDocument("f.txt", tmp_path / "f.txt", read_bytes=64), *texts[1:]]
+    ids = encode_documents(docs, bpe)
+    assert ids.dtype == np.uint16
+    assert np.array_equal(ids, whole_ids(bpe, texts))
+
+
+def test_encoding_peak_memory_is_a_few_times_the_ids_not_a_list(bpe, monkeypatch) -> None:
+    """A Python list of ids takes about 36 bytes an id (8 for the pointer, 28 for an int above
+    256), an int64 array 8: the old peak was over 40 times the uint16 result."""
+    monkeypatch.setattr(encode, "ENCODE_PIECE_CHARS", 4096)
+    docs = [Document("big", LINE * 6000)]  # ~400k characters
+    tracemalloc.start()
+    try:
+        ids = encode_documents(docs, bpe)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(ids) > 100_000
+    assert peak < 4 * ids.nbytes, (peak, ids.nbytes)
+
+
+def test_eval_ids_stream_from_files_and_match_the_whole(bpe, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(encode, "ENCODE_PIECE_CHARS", 100)
+    (tmp_path / "a.txt").write_text(LINE * 30)
+    (tmp_path / "b.txt").write_text("second file " * 50)
+    ids, exact = encode_for_scoring(tmp_path, bpe)
+    expected = whole_ids(bpe, [LINE * 30, "second file " * 50], joined=True)
+    assert ids.dtype == np.uint16 and np.array_equal(ids, expected) and exact
+
+
+def test_unigram_counts_in_blocks_as_at_once(monkeypatch) -> None:
+    import scratchllm.train.pretrain as pretrain
+
+    rng = np.random.default_rng(0)
+    train, held = rng.integers(0, 50, 10_000).astype(np.uint16), rng.integers(0, 50, 500)
+    counts = np.bincount(train.astype(np.int64), minlength=60) + 1.0
+    expected = float(-np.log(counts / counts.sum())[held].mean())
+    monkeypatch.setattr(pretrain, "_COUNT_BLOCK", 999)
+    assert unigram_cross_entropy(train, held, 60) == pytest.approx(expected, rel=1e-12)
