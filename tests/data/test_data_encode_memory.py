@@ -78,3 +78,21 @@ def test_unigram_counts_in_blocks_as_at_once(monkeypatch) -> None:
     expected = float(-np.log(counts / counts.sum())[held].mean())
     monkeypatch.setattr(pretrain, "_COUNT_BLOCK", 999)
     assert unigram_cross_entropy(train, held, 60) == pytest.approx(expected, rel=1e-12)
+
+
+def test_split_stream_does_not_copy_one_long_part_whole() -> None:
+    """A whole text handed over as one part (a JSON Lines record, a document in memory) is
+    sliced first: joined whole into the buffer it was copied again after every cut."""
+    from scratchllm.tokenizer.parallel import split_stream
+    from scratchllm.tokenizer.patterns import GPT2_PATTERN
+
+    text = "word and words, " * 125_000  # 2,000,000 characters, 2 MB
+    tracemalloc.start()
+    try:
+        pieces = split_stream([text], GPT2_PATTERN, 1000)
+        total = sum(len(p) for p in pieces)  # consumed as they come, none kept
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert total == len(text)
+    assert peak < 100_000, peak

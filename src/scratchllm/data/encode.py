@@ -62,10 +62,7 @@ def encode_pieces(
     from scratchllm.tokenizer.parallel import split_stream
 
     pattern = getattr(tokenizer, "pattern", None)
-    size = piece_chars or ENCODE_PIECE_CHARS
-    # a long part in slices: split_stream would copy it whole, and again after every cut
-    sliced = (part[i : i + size] for part in parts for i in range(0, len(part), size))
-    for piece in split_stream(sliced, pattern, size):
+    for piece in split_stream(parts, pattern, piece_chars or ENCODE_PIECE_CHARS):
         yield piece, encode_text(tokenizer, piece)
 
 

@@ -23,18 +23,16 @@ corpus with no text are errors that name the path and line.
 from __future__ import annotations
 
 import codecs
-import glob
 import hashlib
-import itertools
 import json
 import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from fnmatch import fnmatch
 from pathlib import Path
 from typing import BinaryIO
 
+from scratchllm.data.paths import resolve_files
 from scratchllm.errors import DataError
 
 # The name that selects the built-in corpus (scratchllm.data.builtin) instead of a path.
@@ -215,105 +213,6 @@ def _builtin_documents() -> Iterator[Document]:
             yield Document(f"builtin:{i}", doc)
         else:
             yield Document(str(doc.name), str(doc.text))
-
-
-def _is_glob(text: str) -> bool:
-    return any(ch in text for ch in "*?[")
-
-
-def resolve_files(path: str | Path, options: SourceOptions) -> list[tuple[Path, str]]:
-    """Files to read with their document names, sorted; a DataError when nothing is there.
-
-    Directories are walked recursively, following symbolic links to directories (a link back to
-    an ancestor is not walked twice); files and directories whose names start with "." are left
-    out, as ``glob`` does. A file reached twice (through a link, or a hard link) is read once,
-    with a warning. Names are relative to the directory, or to the fixed part of a glob, so that
-    ``corpus`` and ``corpus/**/*.txt`` give the same names wherever they are run from.
-    """
-    text = str(path)
-    if _is_glob(text) and not Path(text).exists():
-        base = _glob_base(text)
-        found = sorted(glob.glob(text, recursive=True), key=lambda p: Path(p).parts)
-        files = [(Path(p), _relative(Path(p), base)) for p in found if Path(p).is_file()]
-        files = [(f, n) for f, n in files if not _matches(n, options.exclude)]
-        if not files:
-            raise DataError(f"no files match {text}")
-        return _unique(files)
-    root = Path(path)
-    if root.is_file():
-        return [(root, root.name)]
-    if not root.exists():
-        raise DataError(f"data path not found: {root}")
-    files = []
-    for rel in _walk(root):
-        if _matches(rel, options.include) and not _matches(rel, options.exclude):
-            files.append((root / rel, rel))
-    if not files:
-        raise DataError(f"no files in {root} match {', '.join(options.include)}")
-    return _unique(files)
-
-
-def _glob_base(pattern: str) -> Path:
-    """The directory part of a glob before its first wildcard (``a/b/**/*.txt`` -> ``a/b``)."""
-    parts = Path(pattern).parts
-    fixed = [p for p in itertools.takewhile(lambda part: not _is_glob(part), parts)]
-    return Path(*fixed) if fixed else Path(".")
-
-
-def _relative(file: Path, base: Path) -> str:
-    try:
-        return file.relative_to(base).as_posix()
-    except ValueError:  # a pattern such as ``../x*/a.txt``: keep the path as matched
-        return file.as_posix()
-
-
-def _walk(root: Path) -> list[str]:
-    """Relative paths of the non-hidden files under ``root``, in sorted order of their parts."""
-    found: list[str] = []
-    seen_dirs: set[tuple[int, int]] = set()
-    for top, dirs, names in os.walk(root, followlinks=True):
-        st = os.stat(top)
-        if (st.st_dev, st.st_ino) in seen_dirs:  # a symlink loop, or a directory linked twice
-            dirs[:] = []
-            continue
-        seen_dirs.add((st.st_dev, st.st_ino))
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # fixed order: first link wins
-        rel_top = Path(top).relative_to(root)
-        for name in names:
-            if not name.startswith(".") and os.path.isfile(os.path.join(top, name)):
-                found.append((rel_top / name).as_posix())
-    return sorted(found, key=lambda rel: rel.split("/"))
-
-
-def _unique(files: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
-    """``files`` (sorted) with each file (device and inode) once, under its shortest name: a glob
-    through a symlink loop reaches ``a.txt`` as ``loop/loop/.../a.txt`` too."""
-    best: dict[tuple[int, int], tuple[Path, str]] = {}
-    for file, name in files:
-        key = _inode(file)
-        if key not in best or name.count("/") < best[key][1].count("/"):
-            best[key] = (file, name)
-    kept = {name for _, name in best.values()}
-    dropped = [
-        f"{name} (same file as {best[_inode(file)][1]})" for file, name in files if name not in kept
-    ]
-    if dropped:
-        warnings.warn(
-            f"read once: {len(dropped)} path(s) to files already read: {', '.join(dropped[:3])}"
-            + (" ..." if len(dropped) > 3 else ""),
-            stacklevel=3,
-        )
-    return [(file, name) for file, name in files if name in kept]
-
-
-def _inode(file: Path) -> tuple[int, int]:
-    st = file.stat()
-    return st.st_dev, st.st_ino
-
-
-def _matches(rel: str, patterns: Sequence[str]) -> bool:
-    name = rel.rsplit("/", 1)[-1]
-    return any(fnmatch(name, p) or fnmatch(rel, p) for p in patterns)
 
 
 def _read_file(
