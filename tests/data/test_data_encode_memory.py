@@ -96,3 +96,29 @@ def test_split_stream_does_not_copy_one_long_part_whole() -> None:
         tracemalloc.stop()
     assert total == len(text)
     assert peak < 100_000, peak
+
+
+@pytest.mark.parametrize("size", [1, 3, 7, 50])
+def test_line_pieces_join_to_the_text_and_cut_after_newlines(size) -> None:
+    from scratchllm.data.encode import line_pieces
+
+    text = "ab\n\ncdefgh ij\nk\n" * 5 + "a long last line without an end"
+    for width in (1, 4, 1000):
+        parts = [text[i : i + width] for i in range(0, len(text), width)]
+        pieces = list(line_pieces(parts, size))
+        assert "".join(pieces) == text
+        assert all(p.endswith("\n") and len(p) >= size for p in pieces[:-1])
+        assert pieces == list(line_pieces([text], size))  # the parts do not matter
+    assert list(line_pieces([], size)) == [""]
+
+
+@pytest.mark.parametrize(("mode", "lowercase"), [("char", False), ("word", False), ("word", True)])
+def test_word_and_char_tokenizers_encode_by_lines_as_whole(monkeypatch, mode, lowercase) -> None:
+    """They have no pre-tokenization pattern: cut after line ends instead (final sigma included)."""
+    from scratchllm.tokenizer import WordTokenizer
+
+    text = "ΟΔΟΣ\nΣ Hello, world's end.\n\n  ΑΣ\nδ" * 200
+    tok = WordTokenizer.train([text], mode=mode, lowercase=lowercase)
+    monkeypatch.setattr(encode, "ENCODE_PIECE_CHARS", 10)
+    ids = encode_documents([Document("d", text)], tok)
+    assert np.array_equal(ids, np.asarray([*encode_text(tok, text), tok.eot_id]))

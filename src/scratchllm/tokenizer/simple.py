@@ -27,6 +27,10 @@ MODES = ("word", "char")
 class WordTokenizer:
     """Vocabulary of whole words (or characters) with [BOS]/[EOS]/[PAD]/[UNK] special tokens."""
 
+    # No token, and no lowercasing context, spans a line end: the text on either side of a "\n"
+    # encodes apart to the ids of the whole (data.encode cuts a long text there).
+    cuts_after_newline = True
+
     def __init__(
         self,
         tokens: Iterable[str],
