@@ -122,3 +122,25 @@ def test_word_and_char_tokenizers_encode_by_lines_as_whole(monkeypatch, mode, lo
     monkeypatch.setattr(encode, "ENCODE_PIECE_CHARS", 10)
     ids = encode_documents([Document("d", text)], tok)
     assert np.array_equal(ids, np.asarray([*encode_text(tok, text), tok.eot_id]))
+
+
+@pytest.mark.parametrize(
+    ("n", "context", "last"), [(100, 8, "drop"), (10, 16, "pad"), (1000, 7, "pad")]
+)
+def test_window_targets_in_blocks_are_those_window_by_window(monkeypatch, n, context, last) -> None:
+    import scratchllm.train.pretrain as pretrain
+    from scratchllm.data.windows import WindowDataset
+
+    monkeypatch.setattr(pretrain, "_COUNT_BLOCK", 37)
+    ds = WindowDataset(np.arange(n) % 50, context, context, last=last, pad_id=0)
+    one_by_one = np.concatenate([ds[i][1].numpy() for i in range(len(ds))])
+    assert np.array_equal(pretrain.window_targets(ds), one_by_one)
+
+
+def test_whitespace_only_file_is_still_skipped(tmp_path) -> None:
+    from scratchllm.data.sources import read_text_sources
+    from scratchllm.errors import DataError
+
+    (tmp_path / "blank.txt").write_text(" \n\t\u3000\n")
+    with pytest.warns(UserWarning, match="skipping empty"), pytest.raises(DataError):
+        read_text_sources(tmp_path)

@@ -230,7 +230,7 @@ def _read_file(
             _check_read(fh, file, stamp, len(raw))
         _check_not_binary(raw, file)
         text = normalize_newlines(decode_text(raw, str(file)))
-        if text.strip():
+        if text and not text.isspace():  # as text.strip(), without a copy of the text
             yield Document(name, text)
         else:
             warnings.warn(f"skipping empty (or whitespace-only) file {file}", stacklevel=3)

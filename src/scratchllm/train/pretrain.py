@@ -58,8 +58,14 @@ def unigram_cross_entropy(train_ids: np.ndarray, eval_ids: np.ndarray, vocab_siz
 
 
 def window_targets(dataset: WindowDataset) -> np.ndarray:
-    """Every target id of a dataset's windows (the tokens its loss is measured on)."""
-    return np.concatenate([dataset[i][1].numpy() for i in range(len(dataset))])
+    """Every target id of a dataset's windows (the tokens its loss is measured on), gathered
+    ``_COUNT_BLOCK`` ids at a time rather than as one tensor per window."""
+    n, rows = len(dataset), max(1, _COUNT_BLOCK // dataset.max_length)
+    blocks = [
+        dataset.get_batch(np.arange(i, min(i + rows, n)))[1].numpy().ravel()
+        for i in range(0, n, rows)
+    ]
+    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int64)
 
 
 def split_ids(
