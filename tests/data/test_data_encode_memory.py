@@ -100,7 +100,7 @@ def test_split_stream_does_not_copy_one_long_part_whole() -> None:
 
 @pytest.mark.parametrize("size", [1, 3, 7, 50])
 def test_line_pieces_join_to_the_text_and_cut_after_newlines(size) -> None:
-    from scratchllm.data.encode import line_pieces
+    from scratchllm.tokenizer.parallel import line_pieces
 
     text = "ab\n\ncdefgh ij\nk\n" * 5 + "a long last line without an end"
     for width in (1, 4, 1000):
@@ -144,3 +144,14 @@ def test_whitespace_only_file_is_still_skipped(tmp_path) -> None:
     (tmp_path / "blank.txt").write_text(" \n\t\u3000\n")
     with pytest.warns(UserWarning, match="skipping empty"), pytest.raises(DataError):
         read_text_sources(tmp_path)
+
+
+@pytest.mark.parametrize(("mode", "lowercase"), [("char", False), ("word", True)])
+def test_word_tokenizer_trains_by_lines_as_whole(monkeypatch, mode, lowercase) -> None:
+    import scratchllm.tokenizer.simple as simple
+
+    text = "ΟΔΟΣ\nΣ Hello, world's end.\n\n  ΑΣ\nδ zz\n" * 50
+    whole = simple.WordTokenizer.train([text], mode=mode, lowercase=lowercase)
+    monkeypatch.setattr(simple, "TRAIN_PIECE_CHARS", 7)
+    cut = simple.WordTokenizer.train([text], mode=mode, lowercase=lowercase)
+    assert cut.tokens == whole.tokens

@@ -57,9 +57,9 @@ def encode_pieces(
 ) -> Iterator[tuple[str, list[int]]]:
     """(piece, its ids) for the text ``parts`` concatenate to, cut into pieces of about
     ``piece_chars`` (default ``ENCODE_PIECE_CHARS``) characters where encoding them apart gives the ids of the whole
-    (``tokenizer.parallel.split_stream``, or ``line_pieces`` for a tokenizer whose
+    (``tokenizer.parallel.split_stream``, or ``tokenizer.parallel.line_pieces`` for a tokenizer whose
     ``cuts_after_newline`` is true; one piece, the whole text, for a tokenizer with neither)."""
-    from scratchllm.tokenizer.parallel import split_stream
+    from scratchllm.tokenizer.parallel import line_pieces, split_stream
 
     size = piece_chars or ENCODE_PIECE_CHARS
     if getattr(tokenizer, "cuts_after_newline", False):
@@ -68,22 +68,6 @@ def encode_pieces(
         pieces = split_stream(parts, getattr(tokenizer, "pattern", None), size)
     for piece in pieces:
         yield piece, encode_text(tokenizer, piece)
-
-
-def line_pieces(parts: Iterable[str], size: int) -> Iterator[str]:
-    """The text ``parts`` concatenate to, cut after the first ``\n`` at least ``size``
-    characters into each piece (a longer line stays whole); at least one piece ("" for none).
-    For a tokenizer that says ``cuts_after_newline``: no token spans a line end."""
-    buf, searched, yielded = "", size - 1, False  # no "\n" in buf[size - 1 : searched]
-    for part in parts:
-        for i in range(0, len(part), size):  # a whole text in one part: held once, not copied
-            buf += part[i : i + size]
-            while len(buf) >= size and (cut := buf.find("\n", searched) + 1):
-                yield buf[:cut]
-                buf, searched, yielded = buf[cut:], size - 1, True
-            searched = max(searched, len(buf))
-    if buf or not yielded:
-        yield buf
 
 
 def document_ids(

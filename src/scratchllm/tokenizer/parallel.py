@@ -157,6 +157,22 @@ def split_stream(
         yield buf[lead:]
 
 
+def line_pieces(parts: Iterable[str], size: int) -> Iterator[str]:
+    """The text ``parts`` concatenate to, cut after the first ``\n`` at least ``size``
+    characters into each piece (a longer line stays whole); at least one piece ("" for none).
+    For a tokenizer that says ``cuts_after_newline``: no token spans a line end."""
+    buf, searched, yielded = "", size - 1, False  # no "\n" in buf[size - 1 : searched]
+    for part in parts:
+        for i in range(0, len(part), size):  # a whole text in one part: held once, not copied
+            buf += part[i : i + size]
+            while len(buf) >= size and (cut := buf.find("\n", searched) + 1):
+                yield buf[:cut]
+                buf, searched, yielded = buf[cut:], size - 1, True
+            searched = max(searched, len(buf))
+    if buf or not yielded:
+        yield buf
+
+
 def _sliced(parts: Iterable[str], size: int) -> Iterator[str]:
     """``parts`` with each one longer than ``size`` characters cut in slices of ``size``: joined
     whole into the buffer, a long part (a whole text in one string) would be copied again after
