@@ -118,3 +118,27 @@ def test_a_stamp_from_before_is_checked_when_the_file_is_opened(tmp_path) -> Non
     with pytest.raises(SourceChangedError, match=r"a.txt changed while being read \(modified"):
         next(iter_file_text(path, stamp=stamp))
     assert "".join(iter_file_text(path)) == "same size"  # no stamp: itself as opened
+
+
+def test_a_file_changed_before_a_resume_reads_it_is_caught_too(
+    tmp_path, monkeypatch, byte_tokenizer, killed_after_commit
+) -> None:
+    """A resume reads the documents already done again (to skip them): held to the stamps too."""
+    import scratchllm.data.shards as shards
+
+    root = make_corpus(tmp_path / "corpus")
+    out = tmp_path / "shards"
+    with killed_after_commit(2):
+        prepare_path(root, byte_tokenizer, out, **KW)
+    assert read_index(out).next_document >= 1
+    real = shards.iter_file_documents
+
+    def edited_after_stamping(files, *args, **kwargs):
+        (root / "0.txt").write_text((root / "0.txt").read_text().upper())
+        touch_later(root / "0.txt")
+        return real(files, *args, **kwargs)
+
+    monkeypatch.setattr(shards, "iter_file_documents", edited_after_stamping)
+    with pytest.raises(SourceChangedError, match=r"0.txt changed while being prepared"):
+        prepare_path(root, byte_tokenizer, out, **KW)
+    assert read_index(out).next_document == 0 and shard_files(out) == {}

@@ -56,9 +56,10 @@ def encode_pieces(
     tokenizer: TextEncoder, parts: Iterable[str], piece_chars: int | None = None
 ) -> Iterator[tuple[str, list[int]]]:
     """(piece, its ids) for the text ``parts`` concatenate to, cut into pieces of about
-    ``piece_chars`` (default ``ENCODE_PIECE_CHARS``) characters where encoding them apart gives the ids of the whole
-    (``tokenizer.parallel.split_stream``, or ``tokenizer.parallel.line_pieces`` for a tokenizer whose
-    ``cuts_after_newline`` is true; one piece, the whole text, for a tokenizer with neither)."""
+    ``piece_chars`` (default ``ENCODE_PIECE_CHARS``) characters where encoding them apart gives
+    the ids of the whole: ``tokenizer.parallel.split_stream`` by the tokenizer's pattern, or
+    ``line_pieces`` for a tokenizer whose ``cuts_after_newline`` is true; one piece, the whole
+    text, for a tokenizer with neither."""
     from scratchllm.tokenizer.parallel import line_pieces, split_stream
 
     size = piece_chars or ENCODE_PIECE_CHARS

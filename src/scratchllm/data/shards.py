@@ -362,12 +362,6 @@ def _run(
     settings = state.settings
     writers = {s: _SplitWriter(out, s, state.splits[s], settings) for s in SPLITS}
     todo = iter(docs)
-    # A resume inside a document checks that the pieces it skips hold the text bytes the index
-    # says were written: so the documents before it are read (not tokenized) to count theirs.
-    before = 0
-    for doc in itertools.islice(todo, state.next_document):
-        if state.next_piece:
-            before += _text_bytes(doc)
     bar = tqdm(
         total=total_bytes,
         initial=state.text_bytes,
@@ -380,18 +374,24 @@ def _run(
     if done_pieces:  # a document was cut mid-way: its pieces must be cut as they were
         chunk_bytes = state.chunk_bytes
     state.chunk_bytes = chunk_bytes
-    skip_text = state.text_bytes - before if done_pieces else None
-    chunks = encoded_chunks(
-        todo,
-        tokenizer,
-        settings.bos_id,
-        settings.dtype,
-        workers,
-        chunk_bytes,
-        done_pieces,
-        skip_text,
-    )
     try:
+        # A resume inside a document checks that the pieces it skips hold the text bytes the
+        # index says were written: so the documents before it are read (not tokenized) to count.
+        before = 0
+        for doc in itertools.islice(todo, state.next_document):
+            if state.next_piece:
+                before += _text_bytes(doc)
+        skip_text = state.text_bytes - before if done_pieces else None
+        chunks = encoded_chunks(
+            todo,
+            tokenizer,
+            settings.bos_id,
+            settings.dtype,
+            workers,
+            chunk_bytes,
+            done_pieces,
+            skip_text,
+        )
         for chunk, encoded in chunks:
             for piece, ids in zip(chunk, encoded, strict=True):
                 val = is_validation(piece.doc.name, settings.val_fraction, settings.seed)

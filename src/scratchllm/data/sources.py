@@ -167,7 +167,7 @@ def iter_file_documents(
     read_bytes: int = DEFAULT_READ_BYTES,
     stamps: Sequence[FileStamp] | None = None,
 ) -> Iterator[Document | FileDocument]:
-    """Documents of ``files`` (as ``resolve_files`` gives them), as ``iter_text_sources`` reads them.
+    """Documents of ``files`` (from ``resolve_files``), as ``iter_text_sources`` reads them.
 
     ``stamps``: each file as it was when first looked at (one per file). Every read of a file
     checks it against its stamp (else against the stamp it had when this read first opened it),
