@@ -155,7 +155,8 @@ def perplexity(
 
     ``context`` defaults to the model's context length, ``stride`` to half of ``context``,
     ``batch_size`` (windows per forward pass) to BATCH_TOKENS tokens' worth of windows.
-    ``ids`` may be a memory map (pretokenized shards): only a window at a time is read.
+    ``ids`` may be a memory map (pretokenized shards), or several as ``data.shards.JoinedShards``:
+    only a window at a time is read.
     ``token_bytes(ids)`` gives the byte length of some scored ids' text, for bits per byte.
     ``progress(n)`` is called after each batch with the number of windows it held.
     """

@@ -155,3 +155,17 @@ def test_word_tokenizer_trains_by_lines_as_whole(monkeypatch, mode, lowercase) -
     monkeypatch.setattr(simple, "TRAIN_PIECE_CHARS", 7)
     cut = simple.WordTokenizer.train([text], mode=mode, lowercase=lowercase)
     assert cut.tokens == whole.tokens
+
+
+def test_joined_shards_slice_as_their_concatenation() -> None:
+    from scratchllm.data.shards import JoinedShards
+
+    rng = np.random.default_rng(0)
+    shards = [rng.integers(0, 9, n).astype(np.uint16) for n in (5, 0, 1, 7, 3)]
+    joined, whole = JoinedShards(shards), np.concatenate(shards)
+    assert len(joined) == len(whole) and joined.ndim == 1
+    for a in range(-2, len(whole) + 2):
+        for b in range(a, len(whole) + 3):
+            assert np.array_equal(joined[a:b], whole[a:b]), (a, b)
+    with pytest.raises(TypeError, match="contiguous"):
+        joined[::2]

@@ -12,6 +12,8 @@ from scratchllm.cli.argtypes import positive_int
 if TYPE_CHECKING:
     import numpy as np
 
+    from scratchllm.data.shards import JoinedShards
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -69,11 +71,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def shard_ids(directory: str, split: str, tokenizer) -> np.ndarray:
-    """One split of a shards directory as one id array (the shards' own small dtype)."""
-    import numpy as np
-
-    from scratchllm.data.shards import INDEX_NAME, open_shards, read_index, tokenizer_hash
+def shard_ids(directory: str, split: str, tokenizer) -> np.ndarray | JoinedShards:
+    """One split of a shards directory as one id sequence (the shards' own small dtype), read
+    from the memory maps a window at a time."""
+    from scratchllm.data.shards import (
+        INDEX_NAME,
+        JoinedShards,
+        open_shards,
+        read_index,
+        tokenizer_hash,
+    )
     from scratchllm.errors import DataError
 
     index = read_index(directory)
@@ -85,7 +92,7 @@ def shard_ids(directory: str, split: str, tokenizer) -> np.ndarray:
     shards = open_shards(directory, split)
     if not shards:
         raise DataError(f"{directory}: no {split} split (prepare it with --val-fraction)")
-    return np.concatenate(shards) if len(shards) > 1 else shards[0]
+    return JoinedShards(shards) if len(shards) > 1 else shards[0]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -478,6 +478,36 @@ def open_shards(out_dir: str | Path, split: str = "train") -> list[np.memmap]:
     return arrays
 
 
+class JoinedShards:
+    """A split's shards read as one 1-D sequence without joining them in memory: ``len`` and
+    contiguous slices, copied out of the memory maps (what ``perplexity`` reads, a window at a
+    time), where ``np.concatenate`` would load the whole split."""
+
+    ndim = 1
+
+    def __init__(self, shards: list[np.ndarray]) -> None:
+        if not shards:
+            raise DataError("no shards to join")
+        self.shards = shards
+        self.dtype = shards[0].dtype
+        self.starts = np.concatenate([[0], np.cumsum([len(a) for a in shards])]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError(f"JoinedShards takes contiguous slices only, got {key!r}")
+        start, stop, _ = key.indices(len(self))
+        parts = []
+        i = int(np.searchsorted(self.starts, start, side="right")) - 1  # the shard holding start
+        while start < stop:
+            end = min(stop, int(self.starts[i + 1]))
+            parts.append(self.shards[i][start - self.starts[i] : end - self.starts[i]])
+            start, i = end, i + 1
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=self.dtype)
+
+
 def prepare_path(
     path: str | Path,
     tokenizer: TextEncoder,
