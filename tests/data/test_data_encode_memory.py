@@ -169,3 +169,15 @@ def test_joined_shards_slice_as_their_concatenation() -> None:
             assert np.array_equal(joined[a:b], whole[a:b]), (a, b)
     with pytest.raises(TypeError, match="contiguous"):
         joined[::2]
+
+
+@pytest.mark.parametrize("pattern", ["gpt2", "gpt4"])
+def test_reference_bpe_counts_pieces_by_parts_as_whole(monkeypatch, pattern) -> None:
+    import scratchllm.tokenizer.training as training
+    from scratchllm.tokenizer.patterns import resolve_pattern
+
+    regex_str = resolve_pattern(pattern)
+    text = LINE * 300
+    whole = training.count_pieces([text], regex_str)
+    monkeypatch.setattr(training, "COUNT_PART_CHARS", 50)
+    assert training.count_pieces([text], regex_str) == whole
