@@ -142,3 +142,16 @@ def test_a_file_changed_before_a_resume_reads_it_is_caught_too(
     with pytest.raises(SourceChangedError, match=r"0.txt changed while being prepared"):
         prepare_path(root, byte_tokenizer, out, **KW)
     assert read_index(out).next_document == 0 and shard_files(out) == {}
+
+
+def test_a_jsonl_file_appended_to_while_it_is_read(tmp_path, monkeypatch, byte_tokenizer) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"text": f"record {i} " * 10}) + "\n" for i in range(5)))
+
+    def append() -> None:
+        with open(path, "a") as fh:
+            fh.write(json.dumps({"text": "late"}) + "\n")
+
+    change_after_first_chunk(monkeypatch, append)
+    with pytest.raises(SourceChangedError, match=r"d.jsonl changed while being prepared"):
+        prepare_path(path, byte_tokenizer, tmp_path / "shards", **KW)
