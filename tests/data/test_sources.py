@@ -246,3 +246,25 @@ def test_glob_patterns_match_as_glob_does(tmp_path, monkeypatch, pattern, names)
     base = tmp_path / pattern.split("**")[0] if "**" in pattern else tmp_path
     by_glob = sorted(p for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
     assert [Path(p).relative_to(base.relative_to(tmp_path)).as_posix() for p in by_glob] == names
+
+
+def test_directory_walk_lists_each_directory_once(tmp_path, monkeypatch) -> None:
+    """A link back to an ancestor (or a second link to a directory) is not listed again."""
+    import os
+
+    root = tmp_path / "corpus"
+    (root / "a" / "deep").mkdir(parents=True)
+    (root / "a" / "deep" / "x.txt").write_text("x")
+    (root / "a" / "up").symlink_to("..", target_is_directory=True)
+    (root / "a" / "deep" / "top").symlink_to(root, target_is_directory=True)
+    (root / "b").symlink_to(root / "a", target_is_directory=True)
+    listed: list[str] = []
+    real = os.scandir
+
+    def scandir(path):
+        listed.append(os.path.realpath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert [d.name for d in read_text_sources(root)] == ["a/deep/x.txt"]
+    assert sorted(listed) == sorted({str(root), str(root / "a"), str(root / "a" / "deep")})

@@ -100,21 +100,60 @@ def _relative(file: Path, base: Path) -> str:
 
 
 def _walk(root: Path) -> list[str]:
-    """Relative paths of the non-hidden files under ``root``, in sorted order of their parts."""
+    """Relative paths of the non-hidden files under ``root``, in sorted order of their parts.
+
+    Depth first in sorted order, following links; a directory already entered (a link back to
+    an ancestor, or a second link to one) is not listed again, so the first path to it wins."""
     found: list[str] = []
     seen_dirs: set[tuple[int, int]] = set()
-    for top, dirs, names in os.walk(root, followlinks=True):
-        st = os.stat(top)
-        if (st.st_dev, st.st_ino) in seen_dirs:  # a symlink loop, or a directory linked twice
-            dirs[:] = []
+    todo = [(str(root), "")]  # (directory, its path relative to root), last one next
+    while todo:
+        top, rel = todo.pop()
+        key = _dir_key(top)
+        if key is None or key in seen_dirs:
             continue
-        seen_dirs.add((st.st_dev, st.st_ino))
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # fixed order: first link wins
-        rel_top = Path(top).relative_to(root)
-        for name in names:
-            if not name.startswith(".") and os.path.isfile(os.path.join(top, name)):
-                found.append((rel_top / name).as_posix())
+        seen_dirs.add(key)
+        try:
+            with os.scandir(top) as it:
+                entries = sorted((e for e in it if not e.name.startswith(".")), key=_name)
+        except OSError:  # unreadable: left out, as os.walk leaves it out
+            continue
+        subdirs = []
+        for entry in entries:
+            path = f"{rel}{entry.name}"
+            if _is_dir(entry):
+                subdirs.append((entry.path, path + "/"))
+            elif _is_file(entry):
+                found.append(path)
+        todo.extend(reversed(subdirs))
     return sorted(found, key=lambda rel: rel.split("/"))
+
+
+def _name(entry: os.DirEntry) -> str:
+    return entry.name
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows a link
+    except OSError:
+        return False
+
+
+def _is_file(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file()
+    except OSError:
+        return False
+
+
+def _dir_key(path: str) -> tuple[int, int] | None:
+    """(device, inode) of a directory, following links; None when it cannot be reached."""
+    try:
+        st = os.stat(path)
+    except OSError:  # a broken link, or removed since it was listed
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _unique(files: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
