@@ -169,3 +169,14 @@ def test_eval_refuses_an_encoder_run(tmp_path, capsys):
     argv = ["eval", "--run", str(tmp_path / "bert"), "--data", str(tmp_path / "a.txt")]
     assert main(argv) == 2
     assert "needs a decoder (GPT) run" in capsys.readouterr().err
+
+
+def test_window_count_without_making_the_windows() -> None:
+    from scratchllm.perplexity import count_sliding_windows, iter_sliding_windows
+
+    for n in range(0, 40):
+        for context in (2, 3, 6, 16):
+            for stride in range(1, context):
+                expected = sliding_windows(n, context, stride)
+                assert count_sliding_windows(n, context, stride) == len(expected)
+                assert list(iter_sliding_windows(n, context, stride)) == expected

@@ -24,9 +24,11 @@ compared on the same text.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,31 +47,58 @@ class Window:
     first: int  # input position whose prediction is the first scored target
 
 
+def iter_sliding_windows(n_tokens: int, context: int, stride: int) -> Iterator[Window]:
+    """The windows that score tokens 1..n_tokens-1 once each (see the module docstring), one at
+    a time: a long text has about ``n_tokens / stride`` of them."""
+    _check_window(context, stride)
+    scored_to = 1  # tokens before scored_to have been scored (or are token 0)
+    begin = 0
+    while scored_to < n_tokens:
+        end = min(begin + context, n_tokens)
+        yield Window(begin, end, scored_to - 1)
+        scored_to = end
+        begin += stride
+
+
 def sliding_windows(n_tokens: int, context: int, stride: int) -> list[Window]:
-    """The windows that score tokens 1..n_tokens-1 once each (see the module docstring)."""
+    """``iter_sliding_windows`` as a list."""
+    return list(iter_sliding_windows(n_tokens, context, stride))
+
+
+def count_sliding_windows(n_tokens: int, context: int, stride: int) -> int:
+    """``len(sliding_windows(n_tokens, context, stride))`` without making them: windows start
+    every ``stride`` tokens until one reaches the last token."""
+    _check_window(context, stride)
+    if n_tokens < 2:
+        return 0
+    return max(0, -(-(n_tokens - context) // stride)) + 1
+
+
+def _check_window(context: int, stride: int) -> None:
     if context < 2:
         raise ValueError(f"context must be at least 2 tokens, got {context}")
     if not 1 <= stride < context:  # windows overlap by at least the token that predicts the next
         raise ValueError(f"stride must be between 1 and context - 1 ({context - 1}), got {stride}")
-    windows, scored_to = [], 1  # tokens before scored_to have been scored (or are token 0)
-    begin = 0
-    while scored_to < n_tokens:
-        end = min(begin + context, n_tokens)
-        windows.append(Window(begin, end, scored_to - 1))
-        scored_to = end
-        begin += stride
-    return windows
+
+
+def window_shape(
+    model_context: int, context: int | None = None, stride: int | None = None
+) -> tuple[int, int]:
+    """(context, stride) with the defaults filled in: the model's context length and half of
+    it; a context longer than the model's is refused, and so is a stride that does not fit."""
+    context = model_context if context is None else context
+    if context > model_context:
+        raise ValueError(f"context {context} is longer than the model's {model_context}")
+    stride = context // 2 if stride is None else stride
+    _check_window(context, stride)
+    return context, stride
 
 
 def plan_windows(
     model_context: int, n_tokens: int, context: int | None = None, stride: int | None = None
 ) -> tuple[int, int, list[Window]]:
-    """(context, stride, windows) with the defaults filled in: the model's context length and
-    half of it; a context longer than the model's is refused."""
-    context = model_context if context is None else context
-    if context > model_context:
-        raise ValueError(f"context {context} is longer than the model's {model_context}")
-    stride = context // 2 if stride is None else stride
+    """(context, stride, windows) with the defaults of ``window_shape`` filled in."""
+    context, stride = window_shape(model_context, context, stride)
     return context, stride, sliding_windows(n_tokens, context, stride)
 
 
@@ -89,7 +118,7 @@ class PerplexityReport:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
-def _batches(windows: list[Window], batch_size: int) -> Iterator[list[Window]]:
+def _batches(windows: Iterable[Window], batch_size: int) -> Iterator[list[Window]]:
     """Windows of the same length together (all but the last have the full context)."""
     group: list[Window] = []
     for w in windows:
@@ -126,7 +155,8 @@ def perplexity(
 
     ``context`` defaults to the model's context length, ``stride`` to half of ``context``,
     ``batch_size`` (windows per forward pass) to BATCH_TOKENS tokens' worth of windows.
-    ``ids`` may be a memory map (pretokenized shards): only a window at a time is read.
+    ``ids`` may be a memory map (pretokenized shards), or several as ``data.shards.JoinedShards``:
+    only a window at a time is read.
     ``token_bytes(ids)`` gives the byte length of some scored ids' text, for bits per byte.
     ``progress(n)`` is called after each batch with the number of windows it held.
     """
@@ -134,10 +164,11 @@ def perplexity(
         ids = np.asarray(ids, dtype=np.int64)
     if ids.ndim != 1:
         raise ValueError(f"ids must be one sequence (1-D), got shape {tuple(ids.shape)}")
-    n = len(ids)
+    n = n_tokens = len(ids)
     if n < 2:
         raise ValueError(f"perplexity needs at least 2 tokens to score, got {n}")
-    context, stride, windows = plan_windows(model.cfg.context_length, n, context, stride)
+    context, stride = window_shape(model.cfg.context_length, context, stride)
+    windows = iter_sliding_windows(n, context, stride)  # made as they are scored
     batch_size = max(1, BATCH_TOKENS // context) if batch_size is None else batch_size
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -170,8 +201,38 @@ def perplexity(
         loss=loss,
         perplexity=math.exp(min(loss, 700.0)),
         tokens=count,
-        windows=len(windows),
+        windows=count_sliding_windows(n_tokens, context, stride),
         context=context,
         stride=stride,
         bits_per_byte=bpb,
     )
+
+
+def encode_for_scoring(
+    path: str | Path, tokenizer: Any, *, text_field: str = "text", column: str = "text"
+) -> tuple[np.ndarray, bool]:
+    """The ids ``scratchllm eval`` scores: the documents of ``path`` (``iter_text_sources``)
+    joined by the tokenizer's end-of-text token, in the smallest dtype, and whether the ids give
+    back the text's exact bytes (else there is no bits per byte). Text files are read a block
+    and encoded a piece at a time, so only the ids are held whole."""
+    from scratchllm.data.encode import checked_array, document_parts, encode_pieces, token_dtype
+    from scratchllm.data.sources import iter_text_sources
+    from scratchllm.errors import DataError
+
+    dtype = token_dtype(tokenizer.vocab_size)
+    specials = set(tokenizer.special_tokens.values())
+    eot = [] if tokenizer.eot_id is None else [tokenizer.eot_id]
+    docs = iter_text_sources(path, text_field=text_field, column=column, stream=True)
+    arrays: list[np.ndarray] = []
+    exact = True
+    for i, doc in enumerate(docs):
+        if i:
+            arrays.append(checked_array(eot, tokenizer.vocab_size, dtype, doc.name, i))
+        for piece, ids in encode_pieces(tokenizer, document_parts(doc)):
+            arrays.append(checked_array(ids, tokenizer.vocab_size, dtype, doc.name, i))
+            # special tokens (end-of-text) give no bytes
+            text = tokenizer.decode_bytes([t for t in ids if t not in specials])
+            exact = exact and text == piece.encode("utf-8")
+    if not arrays:
+        raise DataError(f"no text found in {path}: every file was empty or excluded")
+    return np.concatenate(arrays), exact

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import json
+import threading
+import warnings
+from pathlib import Path
 
 import pytest
 
@@ -188,12 +191,80 @@ def test_jsonl_bad_bytes_warned_once_per_file(tmp_path) -> None:
 
 
 def test_glob_through_a_symlink_loop_keeps_the_short_names(tmp_path) -> None:
-    """glob follows a link back to an ancestor until the OS stops it; each file is read once,
-    under its shortest name (the one the directory walk gives)."""
+    """A ``**`` glob does not follow a link back to an ancestor (glob.glob did, until the OS
+    stopped it, and then warned about every file read twice): each file once, under the name the
+    directory walk gives it."""
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "loop").symlink_to(tmp_path, target_is_directory=True)
     (tmp_path / "z.txt").write_text("zed")
     (tmp_path / "sub" / "a.txt").write_text("ay")
-    with pytest.warns(UserWarning, match="read once"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing reached twice, so nothing to warn about
         docs = read_text_sources(str(tmp_path / "**" / "*.txt"))
     assert [(d.name, d.text) for d in docs] == [("sub/a.txt", "ay"), ("z.txt", "zed")]
+    assert [d.name for d in read_text_sources(tmp_path)] == ["sub/a.txt", "z.txt"]
+
+
+def test_glob_through_two_symlink_loops_ends(tmp_path) -> None:
+    """Two links back to the root: glob.glob's ``**`` took 2**40 paths (it never ended)."""
+    for name in ("a", "b"):
+        (tmp_path / "corpus" / name).mkdir(parents=True)
+        (tmp_path / "corpus" / name / "up").symlink_to("..", target_is_directory=True)
+        (tmp_path / "corpus" / name / f"{name}.md").write_text(name)
+    (tmp_path / "corpus" / "top.txt").write_text("top")
+    found: list = []
+    worker = threading.Thread(
+        target=lambda: found.extend(read_text_sources(str(tmp_path / "corpus" / "**" / "*"))),
+        daemon=True,
+    )
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "the glob walk did not end"
+    assert [d.name for d in found] == ["a/a.md", "b/b.md", "top.txt"]
+
+
+@pytest.mark.parametrize(
+    ("pattern", "names"),
+    [
+        ("**/*.txt", ["a.txt", "d/b.txt", "d/e/c.txt"]),
+        ("d/**/*.txt", ["b.txt", "e/c.txt"]),
+        ("**/e/*.txt", ["d/e/c.txt"]),
+        ("d/**", ["b.txt", "e/c.txt", "e/x.md"]),
+        ("*/*.txt", ["d/b.txt"]),
+        ("**/?.md", ["d/e/x.md"]),
+    ],
+)
+def test_glob_patterns_match_as_glob_does(tmp_path, monkeypatch, pattern, names) -> None:
+    import glob
+
+    for rel in ("a.txt", "d/b.txt", "d/e/c.txt", "d/e/x.md", "d/.hidden/h.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    monkeypatch.chdir(tmp_path)
+    docs = read_text_sources(pattern, include=["*"])
+    assert [d.name for d in docs] == names
+    base = tmp_path / pattern.split("**")[0] if "**" in pattern else tmp_path
+    by_glob = sorted(p for p in glob.glob(pattern, recursive=True) if Path(p).is_file())
+    assert [Path(p).relative_to(base.relative_to(tmp_path)).as_posix() for p in by_glob] == names
+
+
+def test_directory_walk_lists_each_directory_once(tmp_path, monkeypatch) -> None:
+    """A link back to an ancestor (or a second link to a directory) is not listed again."""
+    import os
+
+    root = tmp_path / "corpus"
+    (root / "a" / "deep").mkdir(parents=True)
+    (root / "a" / "deep" / "x.txt").write_text("x")
+    (root / "a" / "up").symlink_to("..", target_is_directory=True)
+    (root / "a" / "deep" / "top").symlink_to(root, target_is_directory=True)
+    (root / "b").symlink_to(root / "a", target_is_directory=True)
+    listed: list[str] = []
+    real = os.scandir
+
+    def scandir(path):
+        listed.append(os.path.realpath(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert [d.name for d in read_text_sources(root)] == ["a/deep/x.txt"]
+    assert sorted(listed) == sorted({str(root), str(root / "a"), str(root / "a" / "deep")})

@@ -12,6 +12,8 @@ from scratchllm.cli.argtypes import positive_int
 if TYPE_CHECKING:
     import numpy as np
 
+    from scratchllm.data.shards import JoinedShards
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -69,11 +71,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def shard_ids(directory: str, split: str, tokenizer) -> np.ndarray:
-    """One split of a shards directory as one id array (the shards' own small dtype)."""
-    import numpy as np
-
-    from scratchllm.data.shards import INDEX_NAME, open_shards, read_index, tokenizer_hash
+def shard_ids(directory: str, split: str, tokenizer) -> np.ndarray | JoinedShards:
+    """One split of a shards directory as one id sequence (the shards' own small dtype), read
+    from the memory maps a window at a time."""
+    from scratchllm.data.shards import (
+        INDEX_NAME,
+        JoinedShards,
+        open_shards,
+        read_index,
+        tokenizer_hash,
+    )
     from scratchllm.errors import DataError
 
     index = read_index(directory)
@@ -85,21 +92,23 @@ def shard_ids(directory: str, split: str, tokenizer) -> np.ndarray:
     shards = open_shards(directory, split)
     if not shards:
         raise DataError(f"{directory}: no {split} split (prepare it with --val-fraction)")
-    return np.concatenate(shards) if len(shards) > 1 else shards[0]
+    return JoinedShards(shards) if len(shards) > 1 else shards[0]
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
     from tqdm.auto import tqdm
 
     from scratchllm.cli.common import note_adapter_run
-    from scratchllm.data.encode import encode_text
     from scratchllm.data.shards import INDEX_NAME
-    from scratchllm.data.sources import read_text_sources
     from scratchllm.errors import CheckpointError, DataError
     from scratchllm.model import GPTModel
-    from scratchllm.perplexity import perplexity, plan_windows
+    from scratchllm.perplexity import (
+        count_sliding_windows,
+        encode_for_scoring,
+        perplexity,
+        window_shape,
+    )
     from scratchllm.tokenizer import BPETokenizer
     from scratchllm.train.checkpoint import load_run
     from scratchllm.train.loop import resolve_device
@@ -123,27 +132,17 @@ def run(args: argparse.Namespace) -> int:
     if (Path(args.data) / INDEX_NAME).is_file():
         ids = shard_ids(args.data, args.split, tok)
         exact = isinstance(tok, BPETokenizer)  # byte-level: every id gives back its bytes
-    else:
-        docs = read_text_sources(args.data, text_field=args.text_field, column=args.column)
-        pieces: list[int] = []
-        for i, doc in enumerate(docs):
-            if i and tok.eot_id is not None:
-                pieces.append(tok.eot_id)
-            pieces.extend(encode_text(tok, doc.text))
-        ids = np.asarray(pieces, dtype=np.int64)
-        # bits per byte where the ids give back the text's exact bytes
-        text = b"".join(doc.text.encode("utf-8") for doc in docs)
-        exact = tok.decode_bytes([i for i in pieces if i not in specials]) == text
+    else:  # bits per byte where the ids give back the text's exact bytes
+        ids, exact = encode_for_scoring(
+            args.data, tok, text_field=args.text_field, column=args.column
+        )
     if len(ids) < 2:
         raise DataError(f"{args.data}: {len(ids)} token(s); perplexity needs at least 2")
     # checked before the progress bar is drawn
-    context, stride, windows = plan_windows(
-        loaded.model.cfg.context_length, len(ids), args.context, args.stride
-    )
+    context, stride = window_shape(loaded.model.cfg.context_length, args.context, args.stride)
+    n_windows = count_sliding_windows(len(ids), context, stride)
     amp = None if args.dtype == "float32" else getattr(torch, args.dtype)
-    bar = tqdm(
-        total=len(windows), unit="window", disable=args.no_progress or args.json, leave=False
-    )
+    bar = tqdm(total=n_windows, unit="window", disable=args.no_progress or args.json, leave=False)
     with bar:
         report = perplexity(
             loaded.model,

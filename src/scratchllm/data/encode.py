@@ -2,20 +2,26 @@
 
 Any tokenizer works that has ``eot_id`` and ``vocab_size`` and either ``encode_ordinary(text)``
 (preferred: special-token text inside a document stays ordinary text) or ``encode(text)``.
+
+A long document is encoded a piece at a time (``encode_pieces``: cut where encoding the pieces
+apart gives the ids of the whole) and each piece's ids go straight into the small dtype, so the
+ids of a large corpus are never held as one Python list (about 36 bytes an id, against 2 or 4).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
 import numpy as np
 
-from scratchllm.data.sources import Document
+from scratchllm.data.sources import Document, FileDocument
 from scratchllm.errors import DataError
 
 # Token ids fit in uint16 up to this vocabulary size (GPT-2's 50,257 does); uint32 beyond it.
 UINT16_VOCAB_LIMIT = 2**16
+# Characters of a document encoded at a time: its ids are a Python list only for this long.
+ENCODE_PIECE_CHARS = 1 << 20
 
 
 class TextEncoder(Protocol):
@@ -39,6 +45,32 @@ def encode_text(tokenizer: TextEncoder, text: str) -> list[int]:
     return list(encode(text))
 
 
+def document_parts(doc: Document | FileDocument | str) -> Iterable[str]:
+    """A document's text in parts: a ``FileDocument`` read block by block, others whole."""
+    if isinstance(doc, FileDocument):
+        return doc.parts()
+    return [doc if isinstance(doc, str) else doc.text]
+
+
+def encode_pieces(
+    tokenizer: TextEncoder, parts: Iterable[str], piece_chars: int | None = None
+) -> Iterator[tuple[str, list[int]]]:
+    """(piece, its ids) for the text ``parts`` concatenate to, cut into pieces of about
+    ``piece_chars`` (default ``ENCODE_PIECE_CHARS``) characters where encoding them apart gives
+    the ids of the whole: ``tokenizer.parallel.split_stream`` by the tokenizer's pattern, or
+    ``line_pieces`` for a tokenizer whose ``cuts_after_newline`` is true; one piece, the whole
+    text, for a tokenizer with neither."""
+    from scratchllm.tokenizer.parallel import line_pieces, split_stream
+
+    size = piece_chars or ENCODE_PIECE_CHARS
+    if getattr(tokenizer, "cuts_after_newline", False):
+        pieces = line_pieces(parts, size)
+    else:
+        pieces = split_stream(parts, getattr(tokenizer, "pattern", None), size)
+    for piece in pieces:
+        yield piece, encode_text(tokenizer, piece)
+
+
 def document_ids(
     tokenizer: TextEncoder, text: str, *, bos_id: int | None = None, eot: bool = True
 ) -> np.ndarray:
@@ -50,7 +82,7 @@ def document_ids(
 
 
 def encode_documents(
-    docs: Iterable[Document | str],
+    docs: Iterable[Document | FileDocument | str],
     tokenizer: TextEncoder,
     *,
     bos_id: int | None = None,
@@ -58,7 +90,8 @@ def encode_documents(
 ) -> np.ndarray:
     """All documents as one id sequence, each followed by ``eot_id`` (and started by ``bos_id``).
 
-    The result has the smallest dtype for the vocabulary, ready for ``WindowDataset``.
+    The result has the smallest dtype for the vocabulary, ready for ``WindowDataset``; a long
+    document is encoded a piece at a time, and a ``FileDocument`` read a block at a time.
     """
     if eot and tokenizer.eot_id is None:
         raise DataError(
@@ -66,14 +99,28 @@ def encode_documents(
             "(e.g. `scratchllm tokenizer train ... --special '<|endoftext|>'`)"
         )
     dtype = token_dtype(tokenizer.vocab_size)
-    parts = []  # each document in the final dtype: no int64 copy of the whole corpus
+    head = [] if bos_id is None else [bos_id]
+    tail = [tokenizer.eot_id] if eot else []
+    parts = []  # each piece in the final dtype: no list or int64 copy of the whole corpus
     for i, d in enumerate(docs):
-        ids = document_ids(tokenizer, d if isinstance(d, str) else d.text, bos_id=bos_id, eot=eot)
-        check_ids(ids, tokenizer.vocab_size, d if isinstance(d, str) else d.name, i)
-        parts.append(ids.astype(dtype))
+        name = d if isinstance(d, str) else d.name
+        checked_array(head + tail, tokenizer.vocab_size, dtype, name, i)
+        parts.append(np.asarray(head, dtype=dtype))
+        for _, ids in encode_pieces(tokenizer, document_parts(d)):
+            parts.append(checked_array(ids, tokenizer.vocab_size, dtype, name, i))
+        parts.append(np.asarray(tail, dtype=dtype))
     if not parts:
         return np.zeros(0, dtype=dtype)
     return np.concatenate(parts)
+
+
+def checked_array(
+    ids: list[int], vocab_size: int, dtype: np.dtype, name: str, index: int
+) -> np.ndarray:
+    """``ids`` as an array of ``dtype``, checked to fit the vocabulary first (``check_ids``)."""
+    array = np.asarray(ids, dtype=np.int64)
+    check_ids(array, vocab_size, name, index)
+    return array.astype(dtype)
 
 
 def check_ids(ids: np.ndarray, vocab_size: int, name: str, index: int) -> None:

@@ -18,6 +18,12 @@ committed length. A rerun with the same settings truncates any bytes written aft
 skips the documents already done (reading, not tokenizing, them) and continues, so an interrupted
 run ends byte-identical to an uninterrupted one.
 
+A source file is read more than once (looked at, streamed, and read again to resume): each read is
+held to the file's ``sources.FileStamp`` from the start of the run, and all of them are checked
+again at its end. A file that changes in between stops the run with a ``SourceChangedError``
+naming it, and the shards written so far are discarded (they may mix two versions of the file),
+so that running again starts afresh.
+
 Memory stays bounded by the chunks in flight: ``prepare_path`` reads a text file block by block
 (``sources.FileDocument``) and ``tokenizer.parallel.split_stream`` cuts it into pieces of about
 ``chunk_bytes`` characters where encoding the pieces apart gives the ids of the whole, so that one
@@ -26,6 +32,7 @@ file larger than memory is never held whole either.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -46,8 +53,11 @@ from scratchllm.data.sources import (
     DEFAULT_INCLUDE,
     Document,
     FileDocument,
+    FileStamp,
+    SourceChangedError,
     SourceOptions,
     is_validation,
+    iter_file_documents,
     iter_text_sources,
     resolve_files,
 )
@@ -352,12 +362,6 @@ def _run(
     settings = state.settings
     writers = {s: _SplitWriter(out, s, state.splits[s], settings) for s in SPLITS}
     todo = iter(docs)
-    # A resume inside a document checks that the pieces it skips hold the text bytes the index
-    # says were written: so the documents before it are read (not tokenized) to count theirs.
-    before = 0
-    for doc in itertools.islice(todo, state.next_document):
-        if state.next_piece:
-            before += _text_bytes(doc)
     bar = tqdm(
         total=total_bytes,
         initial=state.text_bytes,
@@ -370,18 +374,24 @@ def _run(
     if done_pieces:  # a document was cut mid-way: its pieces must be cut as they were
         chunk_bytes = state.chunk_bytes
     state.chunk_bytes = chunk_bytes
-    skip_text = state.text_bytes - before if done_pieces else None
-    chunks = encoded_chunks(
-        todo,
-        tokenizer,
-        settings.bos_id,
-        settings.dtype,
-        workers,
-        chunk_bytes,
-        done_pieces,
-        skip_text,
-    )
     try:
+        # A resume inside a document checks that the pieces it skips hold the text bytes the
+        # index says were written: so the documents before it are read (not tokenized) to count.
+        before = 0
+        for doc in itertools.islice(todo, state.next_document):
+            if state.next_piece:
+                before += _text_bytes(doc)
+        skip_text = state.text_bytes - before if done_pieces else None
+        chunks = encoded_chunks(
+            todo,
+            tokenizer,
+            settings.bos_id,
+            settings.dtype,
+            workers,
+            chunk_bytes,
+            done_pieces,
+            skip_text,
+        )
         for chunk, encoded in chunks:
             for piece, ids in zip(chunk, encoded, strict=True):
                 val = is_validation(piece.doc.name, settings.val_fraction, settings.seed)
@@ -400,6 +410,12 @@ def _run(
             state.next_document, state.text_bytes = done_docs, done_bytes
             state.next_piece = done_pieces
             _write_index(out, state)
+    except SourceChangedError as exc:
+        for writer in writers.values():
+            writer.close()
+        _discard(out, settings)
+        note = "; the shards written so far were discarded"
+        raise SourceChangedError(exc.file, exc.what, "prepared", note) from None
     finally:
         bar.close()
         for writer in writers.values():
@@ -409,6 +425,14 @@ def _run(
     _warn_empty_split(state)
     state.complete = True
     _write_index(out, state)
+
+
+def _discard(out: Path, settings: PrepareSettings) -> None:
+    """Start the run over: no shards, nothing done. The file list is left unrecorded (taken from
+    the next run), as the files were not what the recorded list says."""
+    for old in [*out.glob("train_*.bin"), *out.glob("val_*.bin")]:
+        old.unlink(missing_ok=True)
+    _write_index(out, PrepareState(dataclasses.replace(settings, source_files="")))
 
 
 def _text_bytes(doc: Document | FileDocument) -> int:
@@ -454,6 +478,36 @@ def open_shards(out_dir: str | Path, split: str = "train") -> list[np.memmap]:
     return arrays
 
 
+class JoinedShards:
+    """A split's shards read as one 1-D sequence without joining them in memory: ``len`` and
+    contiguous slices, copied out of the memory maps (what ``perplexity`` reads, a window at a
+    time), where ``np.concatenate`` would load the whole split."""
+
+    ndim = 1
+
+    def __init__(self, shards: list[np.ndarray]) -> None:
+        if not shards:
+            raise DataError("no shards to join")
+        self.shards = shards
+        self.dtype = shards[0].dtype
+        self.starts = np.concatenate([[0], np.cumsum([len(a) for a in shards])]).astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError(f"JoinedShards takes contiguous slices only, got {key!r}")
+        start, stop, _ = key.indices(len(self))
+        parts = []
+        i = int(np.searchsorted(self.starts, start, side="right")) - 1  # the shard holding start
+        while start < stop:
+            end = min(stop, int(self.starts[i + 1]))
+            parts.append(self.shards[i][start - self.starts[i] : end - self.starts[i]])
+            start, i = end, i + 1
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=self.dtype)
+
+
 def prepare_path(
     path: str | Path,
     tokenizer: TextEncoder,
@@ -466,23 +520,21 @@ def prepare_path(
     **kwargs: Any,
 ) -> PrepareReport:
     """``prepare_shards`` over ``iter_text_sources(path, ...)`` (a file, directory, glob or
-    "builtin"), with the progress bar sized by the files' bytes."""
-    docs = iter_text_sources(  # text files stream: read in blocks of chunk_bytes, never whole
-        path,
-        include=include,
-        exclude=exclude,
-        text_field=text_field,
-        column=column,
-        stream=True,
-        read_bytes=kwargs.get("chunk_bytes", DEFAULT_CHUNK_BYTES),
-    )
+    "builtin"), with the progress bar sized by the files' bytes. The files are found once and
+    stamped (``sources.FileStamp``): every later read of one is checked against its stamp."""
+    read_bytes = kwargs.get("chunk_bytes", DEFAULT_CHUNK_BYTES)
     total, files = None, ""
-    if str(path) != BUILTIN:
+    if str(path) == BUILTIN:
+        docs = iter_text_sources(BUILTIN)
+    else:
         options = SourceOptions(include, exclude, text_field, column)
-        with warnings.catch_warnings():  # iter_text_sources warns about the same files once
-            warnings.simplefilter("ignore")
-            resolved = resolve_files(path, options)
-        sizes = [(name, f.stat().st_size) for f, name in resolved]
+        resolved = resolve_files(path, options)
+        stamps = [FileStamp.read(f) for f, _ in resolved]
+        # text files stream: read in blocks of chunk_bytes, never whole
+        docs = iter_file_documents(
+            resolved, options, stream=True, read_bytes=read_bytes, stamps=stamps
+        )
+        sizes = [(name, stamp.size) for (_, name), stamp in zip(resolved, stamps)]
         total = sum(size for _, size in sizes)
         files = hashlib.sha256(json.dumps(sizes).encode()).hexdigest()
     kwargs.setdefault("total_bytes", total)

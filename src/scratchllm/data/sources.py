@@ -10,6 +10,10 @@ order. ``iter_text_sources`` streams (a corpus larger than memory never needs to
 Text files are read as Python's text mode reads them (no byte order mark, ``\\n`` line ends);
 hidden files are left out of directory walks, and a file reached twice is read once.
 
+A file read more than once (``data prepare`` looks at it, then streams it, and reads it again
+to resume) is held to the ``FileStamp`` (size, modified time, inode) it had when first looked at:
+a file that changes in between is a ``SourceChangedError`` naming it, not a mix of two versions.
+
 Bad input is reported, not fatal, where it can be: empty files are skipped with a warning, and
 undecodable bytes are replaced with U+FFFD and counted in a warning. A missing path, a JSON Lines
 line that is not a JSON object or lacks the text field, a Parquet column that is not text, and a
@@ -19,17 +23,16 @@ corpus with no text are errors that name the path and line.
 from __future__ import annotations
 
 import codecs
-import glob
 import hashlib
-import itertools
 import json
 import os
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from fnmatch import fnmatch
 from pathlib import Path
+from typing import BinaryIO
 
+from scratchllm.data.paths import resolve_files
 from scratchllm.errors import DataError
 
 # The name that selects the built-in corpus (scratchllm.data.builtin) instead of a path.
@@ -47,6 +50,49 @@ _REPLACEMENT_BYTES = _REPLACEMENT.encode("utf-8")  # b"\xef\xbf\xbd"
 DEFAULT_READ_BYTES = 1 << 20
 
 
+class SourceChangedError(DataError):
+    """A source file changed (size, modified time or inode) between two reads of it."""
+
+    def __init__(self, file: str | Path, what: str, doing: str = "read", note: str = "") -> None:
+        self.file, self.what = str(file), what
+        super().__init__(
+            f"{file} changed while being {doing} ({what}){note}; run again once it no longer "
+            "changes"
+        )
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """A file as it was first looked at; a later read of the same path must still match it, or
+    its text may not be the text read before (a changed size, modified time or inode)."""
+
+    size: int
+    mtime_ns: int
+    device: int
+    inode: int
+
+    @classmethod
+    def of(cls, st: os.stat_result) -> FileStamp:
+        return cls(st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
+
+    @classmethod
+    def read(cls, file: str | Path) -> FileStamp:
+        return cls.of(os.stat(file))
+
+    def check(self, file: str | Path, st: os.stat_result | None = None) -> None:
+        """A SourceChangedError naming ``file`` when ``st`` (default: a fresh stat) differs."""
+        try:
+            now = FileStamp.of(os.stat(file) if st is None else st)
+        except FileNotFoundError:
+            raise SourceChangedError(file, "it was removed") from None
+        if (now.device, now.inode) != (self.device, self.inode):
+            raise SourceChangedError(file, "replaced by another file")
+        if now.size != self.size:
+            raise SourceChangedError(file, f"{self.size} bytes, now {now.size}")
+        if now.mtime_ns != self.mtime_ns:
+            raise SourceChangedError(file, "modified: its modified time changed")
+
+
 @dataclass(frozen=True)
 class Document:
     """One document: a name that is unique and stable within its corpus, and its text."""
@@ -61,15 +107,17 @@ class FileDocument:
 
     ``parts()`` yields the same text as ``Document.text`` of the file would hold (see
     ``iter_file_text``) in pieces of about ``read_bytes``; ``text`` joins them (the whole file in
-    memory, for callers that want it). Each full read warns about undecodable bytes once.
+    memory, for callers that want it). Each full read warns about undecodable bytes once, and
+    checks the file against ``stamp`` (when there is one) as it opens it and at its end.
     """
 
     name: str
     path: Path
     read_bytes: int = DEFAULT_READ_BYTES
+    stamp: FileStamp | None = None
 
     def parts(self) -> Iterator[str]:
-        return iter_file_text(self.path, self.read_bytes)
+        return iter_file_text(self.path, self.read_bytes, self.stamp)
 
     @property
     def text(self) -> str:
@@ -106,11 +154,36 @@ def iter_text_sources(
     if str(path) == BUILTIN:
         yield from _builtin_documents()
         return
-    for file, name in resolve_files(path, options):
+    yield from iter_file_documents(
+        resolve_files(path, options), options, stream=stream, read_bytes=read_bytes
+    )
+
+
+def iter_file_documents(
+    files: Sequence[tuple[Path, str]],
+    options: SourceOptions,
+    *,
+    stream: bool = False,
+    read_bytes: int = DEFAULT_READ_BYTES,
+    stamps: Sequence[FileStamp] | None = None,
+) -> Iterator[Document | FileDocument]:
+    """Documents of ``files`` (from ``resolve_files``), as ``iter_text_sources`` reads them.
+
+    ``stamps``: each file as it was when first looked at (one per file). Every read of a file
+    checks it against its stamp (else against the stamp it had when this read first opened it),
+    and once the last document is taken every file is checked again: a SourceChangedError names
+    a file that changed in between.
+    """
+    if stamps is not None and len(stamps) != len(files):
+        raise ValueError(f"{len(stamps)} stamps for {len(files)} files")
+    for i, (file, name) in enumerate(files):
+        stamp = None if stamps is None else stamps[i]
         if stream and file.suffix.lower() not in (*JSONL_SUFFIXES, *PARQUET_SUFFIXES):
-            yield from _stream_text_file(file, name, read_bytes)
+            yield from _stream_text_file(file, name, read_bytes, stamp)
         else:
-            yield from _read_file(file, name, options)
+            yield from _read_file(file, name, options, stamp)
+    for (file, _), stamp in zip(files, stamps or ()):
+        stamp.check(file)
 
 
 def read_text_sources(
@@ -142,138 +215,53 @@ def _builtin_documents() -> Iterator[Document]:
             yield Document(str(doc.name), str(doc.text))
 
 
-def _is_glob(text: str) -> bool:
-    return any(ch in text for ch in "*?[")
-
-
-def resolve_files(path: str | Path, options: SourceOptions) -> list[tuple[Path, str]]:
-    """Files to read with their document names, sorted; a DataError when nothing is there.
-
-    Directories are walked recursively, following symbolic links to directories (a link back to
-    an ancestor is not walked twice); files and directories whose names start with "." are left
-    out, as ``glob`` does. A file reached twice (through a link, or a hard link) is read once,
-    with a warning. Names are relative to the directory, or to the fixed part of a glob, so that
-    ``corpus`` and ``corpus/**/*.txt`` give the same names wherever they are run from.
-    """
-    text = str(path)
-    if _is_glob(text) and not Path(text).exists():
-        base = _glob_base(text)
-        found = sorted(glob.glob(text, recursive=True), key=lambda p: Path(p).parts)
-        files = [(Path(p), _relative(Path(p), base)) for p in found if Path(p).is_file()]
-        files = [(f, n) for f, n in files if not _matches(n, options.exclude)]
-        if not files:
-            raise DataError(f"no files match {text}")
-        return _unique(files)
-    root = Path(path)
-    if root.is_file():
-        return [(root, root.name)]
-    if not root.exists():
-        raise DataError(f"data path not found: {root}")
-    files = []
-    for rel in _walk(root):
-        if _matches(rel, options.include) and not _matches(rel, options.exclude):
-            files.append((root / rel, rel))
-    if not files:
-        raise DataError(f"no files in {root} match {', '.join(options.include)}")
-    return _unique(files)
-
-
-def _glob_base(pattern: str) -> Path:
-    """The directory part of a glob before its first wildcard (``a/b/**/*.txt`` -> ``a/b``)."""
-    parts = Path(pattern).parts
-    fixed = [p for p in itertools.takewhile(lambda part: not _is_glob(part), parts)]
-    return Path(*fixed) if fixed else Path(".")
-
-
-def _relative(file: Path, base: Path) -> str:
-    try:
-        return file.relative_to(base).as_posix()
-    except ValueError:  # a pattern such as ``../x*/a.txt``: keep the path as matched
-        return file.as_posix()
-
-
-def _walk(root: Path) -> list[str]:
-    """Relative paths of the non-hidden files under ``root``, in sorted order of their parts."""
-    found: list[str] = []
-    seen_dirs: set[tuple[int, int]] = set()
-    for top, dirs, names in os.walk(root, followlinks=True):
-        st = os.stat(top)
-        if (st.st_dev, st.st_ino) in seen_dirs:  # a symlink loop, or a directory linked twice
-            dirs[:] = []
-            continue
-        seen_dirs.add((st.st_dev, st.st_ino))
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))  # fixed order: first link wins
-        rel_top = Path(top).relative_to(root)
-        for name in names:
-            if not name.startswith(".") and os.path.isfile(os.path.join(top, name)):
-                found.append((rel_top / name).as_posix())
-    return sorted(found, key=lambda rel: rel.split("/"))
-
-
-def _unique(files: list[tuple[Path, str]]) -> list[tuple[Path, str]]:
-    """``files`` (sorted) with each file (device and inode) once, under its shortest name: a glob
-    through a symlink loop reaches ``a.txt`` as ``loop/loop/.../a.txt`` too."""
-    best: dict[tuple[int, int], tuple[Path, str]] = {}
-    for file, name in files:
-        key = _inode(file)
-        if key not in best or name.count("/") < best[key][1].count("/"):
-            best[key] = (file, name)
-    kept = {name for _, name in best.values()}
-    dropped = [
-        f"{name} (same file as {best[_inode(file)][1]})" for file, name in files if name not in kept
-    ]
-    if dropped:
-        warnings.warn(
-            f"read once: {len(dropped)} path(s) to files already read: {', '.join(dropped[:3])}"
-            + (" ..." if len(dropped) > 3 else ""),
-            stacklevel=3,
-        )
-    return [(file, name) for file, name in files if name in kept]
-
-
-def _inode(file: Path) -> tuple[int, int]:
-    st = file.stat()
-    return st.st_dev, st.st_ino
-
-
-def _matches(rel: str, patterns: Sequence[str]) -> bool:
-    name = rel.rsplit("/", 1)[-1]
-    return any(fnmatch(name, p) or fnmatch(rel, p) for p in patterns)
-
-
-def _read_file(file: Path, name: str, options: SourceOptions) -> Iterator[Document]:
+def _read_file(
+    file: Path, name: str, options: SourceOptions, stamp: FileStamp | None = None
+) -> Iterator[Document]:
     suffix = file.suffix.lower()
     if suffix in JSONL_SUFFIXES:
-        yield from _read_jsonl(file, name, options.text_field)
+        yield from _read_jsonl(file, name, options.text_field, stamp)
     elif suffix in PARQUET_SUFFIXES:
-        yield from _read_parquet(file, name, options.column)
+        yield from _read_parquet(file, name, options.column, stamp)
     else:
-        raw = file.read_bytes()
+        with _open(file, stamp) as fh:
+            stamp = _opened(fh, file, stamp)
+            raw = fh.read()
+            _check_read(fh, file, stamp, len(raw))
         _check_not_binary(raw, file)
         text = normalize_newlines(decode_text(raw, str(file)))
-        if text.strip():
+        if text and not text.isspace():  # as text.strip(), without a copy of the text
             yield Document(name, text)
         else:
             warnings.warn(f"skipping empty (or whitespace-only) file {file}", stacklevel=3)
 
 
-def _stream_text_file(file: Path, name: str, read_bytes: int) -> Iterator[FileDocument]:
-    """``_read_file`` of a text file without holding it: the same checks, a lazy document."""
-    with open(file, "rb") as fh:
+def _stream_text_file(
+    file: Path, name: str, read_bytes: int, stamp: FileStamp | None = None
+) -> Iterator[FileDocument]:
+    """``_read_file`` of a text file without holding it: the same checks, a lazy document that
+    holds the file's stamp from here on (or the one given), so that its reads are checked."""
+    with _open(file, stamp) as fh:
+        stamp = _opened(fh, file, stamp)
         _check_not_binary(fh.read(_BINARY_SNIFF_BYTES), file)
     # the first non-space character ends the read (closing the generator warns about nothing)
-    if any(part.strip() for part in iter_file_text(file, read_bytes)):
-        yield FileDocument(name, file, read_bytes)
+    if any(part.strip() for part in iter_file_text(file, read_bytes, stamp)):
+        yield FileDocument(name, file, read_bytes, stamp)
     else:
         warnings.warn(f"skipping empty (or whitespace-only) file {file}", stacklevel=3)
 
 
-def iter_file_text(file: str | Path, read_bytes: int = DEFAULT_READ_BYTES) -> Iterator[str]:
+def iter_file_text(
+    file: str | Path, read_bytes: int = DEFAULT_READ_BYTES, stamp: FileStamp | None = None
+) -> Iterator[str]:
     """The text of a file in parts of about ``read_bytes`` bytes, exactly as
     ``normalize_newlines(decode_text(file.read_bytes(), str(file)))`` reads it whole: no byte
     order mark, ``\n`` line ends, U+FFFD for undecodable bytes (counted in a warning once the
     file has been read to its end). A BOM, a UTF-8 sequence or a ``\r\n`` split between two reads
     is put together again; no part is empty.
+
+    The file must match ``stamp`` (default: itself as opened) when opened and when read to its
+    end, before the last part is given: else a SourceChangedError.
     """
     if read_bytes < 1:
         raise ValueError(f"read_bytes must be at least 1, got {read_bytes}")
@@ -282,10 +270,15 @@ def iter_file_text(file: str | Path, read_bytes: int = DEFAULT_READ_BYTES) -> It
     head: bytes | None = b""  # the first bytes, until it is known whether they start with a BOM
     tail = b""  # the last 2 bytes before this read: a literal U+FFFD can straddle two reads
     held_cr = False  # the text so far ended in "\r", held back in case "\n" comes next
-    with open(file, "rb") as fh:
+    total = 0  # bytes read
+    with _open(file, stamp) as fh:
+        stamp = _opened(fh, file, stamp)
         while True:
             raw = fh.read(read_bytes)
             final = not raw
+            total += len(raw)
+            if final:
+                _check_read(fh, file, stamp, total)
             if head is not None:
                 head += raw
                 if len(head) < len(_BOM) and not final:
@@ -307,6 +300,31 @@ def iter_file_text(file: str | Path, read_bytes: int = DEFAULT_READ_BYTES) -> It
         warnings.warn(
             f"{file}: replaced {replaced} undecodable byte sequence(s) with U+FFFD", stacklevel=2
         )
+
+
+def _open(file: Path | str, stamp: FileStamp | None) -> BinaryIO:
+    """``file`` opened for reading; gone since it was stamped is a change, not a missing path."""
+    try:
+        return open(file, "rb")
+    except FileNotFoundError:
+        if stamp is None:
+            raise
+        raise SourceChangedError(file, "it was removed") from None
+
+
+def _opened(fh: BinaryIO, file: Path | str, stamp: FileStamp | None) -> FileStamp:
+    """The stamp of a file just opened: checked against ``stamp`` when there is one."""
+    st = os.fstat(fh.fileno())
+    if stamp is not None:
+        stamp.check(file, st)
+    return FileStamp.of(st)
+
+
+def _check_read(fh: BinaryIO, file: Path | str, stamp: FileStamp, total: int) -> None:
+    """After a read to the end: the file still matches ``stamp`` and gave exactly its size."""
+    stamp.check(file, os.fstat(fh.fileno()))
+    if total != stamp.size:
+        raise SourceChangedError(file, f"{stamp.size} bytes, but {total} were read")
 
 
 def normalize_newlines(text: str) -> str:
@@ -346,11 +364,15 @@ def _check_not_binary(raw: bytes, file: Path) -> None:
         )
 
 
-def _read_jsonl(file: Path, name: str, text_field: str) -> Iterator[Document]:
-    empty = replaced = 0
+def _read_jsonl(
+    file: Path, name: str, text_field: str, stamp: FileStamp | None = None
+) -> Iterator[Document]:
+    empty = replaced = total = 0
     bad_lines: list[int] = []
-    with open(file, "rb") as fh:
+    with _open(file, stamp) as fh:
+        stamp = _opened(fh, file, stamp)
         for lineno, raw in enumerate(fh, start=1):
+            total += len(raw)
             if lineno == 1:
                 raw = raw.removeprefix(_BOM)
             if not raw.strip():
@@ -379,6 +401,7 @@ def _read_jsonl(file: Path, name: str, text_field: str) -> Iterator[Document]:
                 yield Document(f"{name}:{lineno}", text)
             else:
                 empty += 1
+        _check_read(fh, file, stamp, total)
     if empty:
         warnings.warn(f"{file}: skipped {empty} record(s) with empty {text_field!r}", stacklevel=3)
     if replaced:
@@ -390,12 +413,17 @@ def _read_jsonl(file: Path, name: str, text_field: str) -> Iterator[Document]:
         )
 
 
-def _read_parquet(file: Path, name: str, column: str) -> Iterator[Document]:
+def _read_parquet(
+    file: Path, name: str, column: str, stamp: FileStamp | None = None
+) -> Iterator[Document]:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as exc:  # pragma: no cover - pyarrow is in the [data] extra
         raise DataError(f"{file}: reading Parquet needs pyarrow (pip install pyarrow)") from exc
+    if stamp is not None:
+        stamp.check(file)
+    stamp = FileStamp.read(file)
     parquet = pq.ParquetFile(file)
     if column not in parquet.schema_arrow.names:
         names = ", ".join(parquet.schema_arrow.names)
@@ -413,6 +441,7 @@ def _read_parquet(file: Path, name: str, column: str) -> Iterator[Document]:
             else:
                 empty += 1
             row += 1
+    stamp.check(file)
     if empty:
         warnings.warn(f"{file}: skipped {empty} empty or null row(s) of {column!r}", stacklevel=3)
 

@@ -132,7 +132,7 @@ def split_stream(
     pending_chars = 0
     need = limit + 1  # characters of the piece wanted in buf before looking for a cut again
     yielded = False
-    for part in parts:
+    for part in _sliced(parts, chunk_chars):
         pending.append(part)
         pending_chars += len(part)
         if len(buf) - lead + pending_chars < need:
@@ -155,6 +155,33 @@ def split_stream(
         buf, lead = buf[cut - 1 :], 1
     if len(buf) > lead or not yielded:
         yield buf[lead:]
+
+
+def line_pieces(parts: Iterable[str], size: int) -> Iterator[str]:
+    """The text ``parts`` concatenate to, cut after the first ``\n`` at least ``size``
+    characters into each piece (a longer line stays whole); at least one piece ("" for none).
+    For a tokenizer that says ``cuts_after_newline``: no token spans a line end."""
+    buf, searched, yielded = "", size - 1, False  # no "\n" in buf[size - 1 : searched]
+    for part in parts:
+        for i in range(0, len(part), size):  # a whole text in one part: held once, not copied
+            buf += part[i : i + size]
+            while len(buf) >= size and (cut := buf.find("\n", searched) + 1):
+                yield buf[:cut]
+                buf, searched, yielded = buf[cut:], size - 1, True
+            searched = max(searched, len(buf))
+    if buf or not yielded:
+        yield buf
+
+
+def _sliced(parts: Iterable[str], size: int) -> Iterator[str]:
+    """``parts`` with each one longer than ``size`` characters cut in slices of ``size``: joined
+    whole into the buffer, a long part (a whole text in one string) would be copied again after
+    every cut, quadratic in its length."""
+    for part in parts:
+        if len(part) <= size:
+            yield part
+        else:
+            yield from (part[i : i + size] for i in range(0, len(part), size))
 
 
 def _find_cut(buf: str, lead: int, chunk_chars: int, *, final: bool) -> int | None:

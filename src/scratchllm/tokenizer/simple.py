@@ -22,10 +22,16 @@ _SPACE_BEFORE = regex.compile(r" ([,.:;?!)\]}%'])")
 _SPACE_AFTER = regex.compile(r"([(\[{$]) ")
 DEFAULT_SPECIALS = {"bos": "[BOS]", "eos": "[EOS]", "pad": "[PAD]", "unk": "[UNK]"}
 MODES = ("word", "char")
+# Characters of a training text split into words (or characters) at a time.
+TRAIN_PIECE_CHARS = 1 << 20
 
 
 class WordTokenizer:
     """Vocabulary of whole words (or characters) with [BOS]/[EOS]/[PAD]/[UNK] special tokens."""
+
+    # No token, and no lowercasing context, spans a line end: the text on either side of a "\n"
+    # encodes apart to the ids of the whole (data.encode cuts a long text there).
+    cuts_after_newline = True
 
     def __init__(
         self,
@@ -76,9 +82,12 @@ class WordTokenizer:
             )
         if isinstance(texts, str):
             texts = [texts]
+        from scratchllm.tokenizer.parallel import line_pieces
+
         counts: Counter[str] = Counter()
-        for text in texts:
-            counts.update(_split(text.lower() if lowercase else text, mode))
+        for text in texts:  # a line-cut piece at a time: no list of every word of a long text
+            for piece in line_pieces([text], TRAIN_PIECE_CHARS):
+                counts.update(_split(piece.lower() if lowercase else piece, mode))
         reserved = set(specials.values())
         ranked = sorted(
             (w for w, c in counts.items() if c >= min_freq and w not in reserved),

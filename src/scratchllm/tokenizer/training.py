@@ -16,14 +16,22 @@ from scratchllm.errors import TokenizerError
 from scratchllm.tokenizer.fast import rustbpe_available
 
 Pair = tuple[int, int]
+# Characters of a training text pre-tokenized at a time by the reference trainer.
+COUNT_PART_CHARS = 1 << 20
 
 
 def count_pieces(texts: Iterable[str], pattern: str) -> Counter[str]:
-    """How often each pre-tokenized piece occurs; training works on distinct pieces only."""
+    """How often each pre-tokenized piece occurs; training works on distinct pieces only.
+
+    A long text is pre-tokenized a part at a time (``split_stream`` cuts where that changes
+    nothing), not into one list of all its pieces (about 60 bytes each)."""
+    from scratchllm.tokenizer.parallel import split_stream
+
     compiled = regex.compile(pattern)
     counts: Counter[str] = Counter()
     for text in texts:
-        counts.update(compiled.findall(text))
+        for part in split_stream([text], pattern, COUNT_PART_CHARS):
+            counts.update(compiled.findall(part))
     return counts
 
 

@@ -28,6 +28,8 @@ from scratchllm.train.loop import Trainer, TrainResult
 
 # Share of held-out data when a corpus has too few documents to split by document.
 TOKEN_SPLIT_VAL_FRACTION = 0.1
+# Ids counted at a time by unigram_cross_entropy.
+_COUNT_BLOCK = 1 << 20
 
 
 @dataclass
@@ -47,14 +49,23 @@ def unigram_cross_entropy(train_ids: np.ndarray, eval_ids: np.ndarray, vocab_siz
 
     The baseline a model beats only by using context: it knows every token's frequency, nothing more.
     """
-    counts = np.bincount(train_ids.astype(np.int64), minlength=vocab_size).astype(np.float64) + 1.0
+    counts = np.ones(vocab_size, dtype=np.float64)  # add-one smoothing
+    for start in range(0, len(train_ids), _COUNT_BLOCK):  # no int64 copy of all the ids
+        block = train_ids[start : start + _COUNT_BLOCK].astype(np.int64)
+        counts += np.bincount(block, minlength=vocab_size)[:vocab_size]
     log_probs = np.log(counts / counts.sum())
     return float(-log_probs[eval_ids.astype(np.int64)].mean())
 
 
 def window_targets(dataset: WindowDataset) -> np.ndarray:
-    """Every target id of a dataset's windows (the tokens its loss is measured on)."""
-    return np.concatenate([dataset[i][1].numpy() for i in range(len(dataset))])
+    """Every target id of a dataset's windows (the tokens its loss is measured on), gathered
+    ``_COUNT_BLOCK`` ids at a time rather than as one tensor per window."""
+    n, rows = len(dataset), max(1, _COUNT_BLOCK // dataset.max_length)
+    blocks = [
+        dataset.get_batch(np.arange(i, min(i + rows, n)))[1].numpy().ravel()
+        for i in range(0, n, rows)
+    ]
+    return np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int64)
 
 
 def split_ids(
