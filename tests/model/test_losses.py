@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scratchllm.model import GPTModel, ModelConfig
+from scratchllm.model import GPTModel, ModelConfig, losses
 from scratchllm.model.losses import (
     LinearCrossEntropy,
     linear_cross_entropy,
@@ -104,6 +104,52 @@ def test_no_grad_and_weight_only_grad():
     fused(hidden, w1, targets).backward()
     reference(hidden, w2, targets).backward()
     torch.testing.assert_close(w1.grad, w2.grad)
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode", "nothing_requires_grad"])
+def test_a_loss_no_backward_will_follow_computes_no_gradients(monkeypatch, mode):
+    """Under no_grad a parameter's `needs_input_grad` stays True inside an autograd Function,
+    so the fused loss must be told from outside that no backward follows (evaluation)."""
+    torch.manual_seed(3)
+    hidden, weight = torch.randn(6, 4), torch.randn(9, 4)
+    targets = torch.randint(0, 9, (6,))
+    want = reference(hidden, weight, targets)
+    asked = []
+    real = losses._fused_loss_and_grads
+
+    def spy(*args, **kw):
+        asked.append(args[4:6])  # need_hidden, need_weight
+        return real(*args, **kw)
+
+    monkeypatch.setattr(losses, "_fused_loss_and_grads", spy)
+    ctx = {"no_grad": torch.no_grad, "inference_mode": torch.inference_mode}.get(mode)
+    if ctx is None:
+        got = fused(hidden, weight, targets)
+    else:
+        with ctx():
+            got = fused(hidden, weight.requires_grad_(), targets)
+    assert asked == [(False, False)]
+    assert not got.requires_grad
+    torch.testing.assert_close(got, want)
+
+
+def test_confident_logits_give_no_subnormal_floats_and_match_the_reference():
+    """exp(logit - max) below about -87 is a subnormal float, many times slower on a CPU: the
+    fused loss floors the exponent (losses.EXP_FLOOR) at no visible cost in accuracy."""
+    torch.manual_seed(4)
+    hidden = torch.randn(80, 16) * 40  # logits spread over hundreds of nats
+    weight = torch.randn(300, 16)
+    targets = torch.randint(0, 300, (80,))
+    want = loss_and_grads(reference, hidden, weight, targets)
+    got = loss_and_grads(fused, hidden, weight, targets)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[1], want[1], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(got[2], want[2], rtol=1e-4, atol=1e-6)
+    tiny = torch.finfo(torch.float32).tiny
+    for grad in got[1:]:
+        assert not ((grad != 0) & (grad.abs() < tiny)).any()
+    probs = torch.softmax(hidden @ weight.t(), -1)
+    assert ((probs != 0) & (probs < tiny)).any()  # the reference's softmax does hold some
 
 
 def test_bad_targets_and_unsupported_inputs_are_named():

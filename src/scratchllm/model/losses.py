@@ -39,6 +39,11 @@ from torch import Tensor
 IGNORE_INDEX = -100
 ROW_BLOCK = 32  # rows of logits turned into gradients at a time (32 x 50,304 floats = 6.4 MB)
 ROW_ALIGN = 64  # logits rows padded to a multiple of this many elements
+# logit - max is raised to at least this before exp: e^-60 (8.8e-27) changes a row's sum (>= 1) by
+# at most vocab * 8.8e-27, far below float32's resolution, while exp of anything below about -87
+# is a subnormal float, which the CPU computes and multiplies many times slower (a model sure of
+# its predictions made the loss ~3x slower)
+EXP_FLOOR = -60.0
 
 
 def logits_cross_entropy(
@@ -192,7 +197,7 @@ def _fused_loss_and_grads(
     for start in range(0, n, ROW_BLOCK):
         block = logits[start : start + ROW_BLOCK]  # [b, V] a view: changed in place
         top = block.amax(dim=1, keepdim=True)  # [b, 1]
-        block.sub_(top).exp_()  # exp(logit - max), in (0, 1]
+        block.sub_(top).clamp_(min=EXP_FLOOR).exp_()  # exp(logit - max), in [e^-60, 1]
         total = block.sum(dim=1, keepdim=True)  # [b, 1]
         lse[start : start + ROW_BLOCK] = (top + total.log()).squeeze(1)
         if need_grad:
@@ -301,4 +306,12 @@ def linear_cross_entropy(
             f"{hidden.dtype} on {hidden.device}"
         )
     flat = hidden.reshape(-1, hidden.shape[-1])  # [N, C]
+    if not (torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)):
+        # no backward will come (evaluation, no_grad): the loss alone. Inside the autograd
+        # Function the gradients would be computed anyway, since a parameter's
+        # `needs_input_grad` stays True under no_grad.
+        loss, _, _ = _fused_loss_and_grads(
+            flat.detach(), weight.detach(), targets.reshape(-1), ignore_index, False, False
+        )
+        return loss
     return LinearCrossEntropy.apply(flat, weight, targets.reshape(-1), ignore_index, link)
