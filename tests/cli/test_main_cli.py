@@ -245,3 +245,27 @@ def test_the_follow_up_command_is_one_that_runs(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(script.parent))
     script.chmod(0o755)
     assert command_name() == "scratchllm"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["tokenizer", "encode", "--tokenizer", "{tok}", "--file", "{file}"],
+        ["tokenizer", "show", "--tokenizer", "{tok}", "--file", "{file}"],
+        ["tokenizer", "info", "--tokenizer", "{tok}", "--file", "{file}"],
+        ["embed", "text", "--run", "{missing}", "--file", "{file}"],
+        ["serve", "--run", "{missing}", "--port", "0", "--api-key-file", "{file}"],
+    ],
+    ids=lambda argv: " ".join(argv[:2]),
+)
+def test_a_named_file_that_is_not_utf8_is_named_in_the_error(tmp_path, capsys, argv):
+    from scratchllm.tokenizer import WordTokenizer
+
+    tok = WordTokenizer.train(["a b c"], mode="char").save(tmp_path / "tok")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(b"caf\xe9 au lait\n")
+    paths = {"tok": tok, "file": latin1, "missing": tmp_path / "no-run"}
+    assert main([arg.format(**paths) for arg in argv]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert f"{latin1}: not UTF-8 text (invalid continuation byte at byte 3)" in err

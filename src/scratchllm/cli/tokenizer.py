@@ -89,8 +89,9 @@ def _read_text(args: argparse.Namespace) -> str:
     if args.text is not None:
         return args.text
     if args.file:
-        with open(args.file, encoding="utf-8", newline="") as f:  # "\r\n" kept
-            return f.read()
+        from scratchllm.cli.common import read_text_file
+
+        return read_text_file(args.file, "--file", newline="")  # "\r\n" kept
     return sys.stdin.read()
 
 
@@ -168,8 +169,9 @@ def run_info(args: argparse.Namespace) -> int:
     tok = load_tokenizer(args.tokenizer)
     text = None
     if args.file:
-        with open(args.file, encoding="utf-8", newline="") as f:  # "\r\n" kept
-            text = f.read()
+        from scratchllm.cli.common import read_text_file
+
+        text = read_text_file(args.file, "--file", newline="")  # "\r\n" kept
     for key, value in describe(tok, text).items():
         print(f"{key}: {value}")
     return 0
