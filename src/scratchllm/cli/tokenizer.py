@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 TOKENIZER_HELP = (
     "tokenizer directory or tokenizer.json (our format), a directory with GPT-2's encoder.json "
@@ -103,6 +104,7 @@ def run_train(args: argparse.Namespace) -> int:
     # The same sources `train` and `data prepare` read: files, directories (.txt/.md), globs,
     # `builtin`, .jsonl `text` fields; no text at all is an error, as it is there.
     texts = [doc.text for source in args.data for doc in read_text_sources(source)]
+    Path(args.out).mkdir(parents=True, exist_ok=True)  # an unusable --out fails before training
     if args.kind == "bpe":
         specials = args.special if args.special is not None else ["<|endoftext|>"]
         tok = BPETokenizer.train(

@@ -358,6 +358,8 @@ def train_word2vec(
     from scratchllm.tokenizer import WordTokenizer
     from scratchllm.train.loop import Trainer
 
+    if out_dir is not None:  # an unusable out_dir fails now, not after training
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
     if tokenizer is None:
         tokenizer = WordTokenizer.train(
             texts, mode="word", min_freq=min_count, max_vocab=max_vocab, lowercase=True

@@ -89,6 +89,12 @@ def pretrain(
 ) -> PretrainReport:
     """Train a tokenizer (unless given) and a GPT on ``docs``; save everything to ``run_dir``."""
     run_dir = Path(run_dir)
+    # Bad model settings and an unusable run_dir fail before the tokenizer trains (minutes on a
+    # large corpus); the vocabulary size is checked again once the tokenizer has one.
+    ModelConfig(
+        **{**model_overrides, "vocab_size": tokenizer.vocab_size if tokenizer else vocab_size}
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(train_cfg.seed)
     train_docs, val_docs = split_documents(docs, val_fraction, seed=train_cfg.seed)
     n_chars = sum(len(d.text) for d in docs)
@@ -139,7 +145,6 @@ def pretrain(
         f"{len(train_loader)} batches/epoch"
     )
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     atomic_write_json(run_dir / "train_config.json", train_cfg.to_dict())
     trainer = Trainer(
