@@ -384,6 +384,10 @@ def read_run_record(run_dir: str | Path) -> dict[str, Any]:
         )
     if "model" not in record:
         raise CheckpointError(f"{path}: field 'model' is missing")
+    if not isinstance(record["model"], dict):
+        raise CheckpointError(
+            f"{path}: field 'model' must be an object of model settings, got {record['model']!r}"
+        )
     return record
 
 
