@@ -113,6 +113,10 @@ class LoRAConfig:
             raise ConfigError(f"LoRAConfig.alpha={self.alpha!r} must be > 0")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"LoRAConfig.dropout={self.dropout!r} must be in [0, 1)")
+        if not isinstance(self.targets, list | tuple) or not all(
+            isinstance(t, str) for t in self.targets
+        ):
+            raise ConfigError(f"LoRAConfig.targets={self.targets!r} must be a list of names")
         if not self.targets:
             raise ConfigError("LoRAConfig.targets is empty: name at least one linear layer")
 
@@ -267,9 +271,12 @@ def read_adapter_config(directory: str | Path) -> tuple[LoRAConfig, dict[str, An
     record = read_json(path)
     if not isinstance(record, dict) or record.get("format") != ADAPTER_FORMAT:
         raise CheckpointError(f"{path}: not a scratchllm LoRA adapter config")
+    base = record.get("base_run")
+    if base is not None and not isinstance(base, str):
+        raise CheckpointError(f"{path}: field 'base_run' must be a path, got {base!r}")
     try:
         return LoRAConfig(**record["lora"]), record
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:  # ValueError: LoRAConfig's own checks
         raise CheckpointError(f"{path}: field 'lora' is missing or malformed ({exc})") from None
 
 
