@@ -309,8 +309,11 @@ class Validator:
         cfg, ctx = self.cfg, self.context_length
         n = get_int(body, "n", 1, 1, cfg.max_choices)
         assert n is not None
-        if len(prompts) * n > cfg.max_choices:
-            raise bad("n", f"prompts x n must be <= {cfg.max_choices}, got {len(prompts) * n}")
+        # more choices than slots + queue could never be admitted: a 429 would be retried forever
+        capacity = min(cfg.max_choices, cfg.max_batch + cfg.max_queue)
+        if len(prompts) * n > capacity:
+            why = "" if capacity == cfg.max_choices else " (--max-batch + --max-queue)"
+            raise bad("n", f"prompts x n must be <= {capacity}{why}, got {len(prompts) * n}")
         longest = max(len(p) for p in prompts)
         if longest >= ctx:
             raise bad(
