@@ -126,6 +126,7 @@ def test_load_classifier_refuses_a_plain_run(tmp_path):
         ({"labels": ["a", "b"], "max_length": "64"}, "max_length must be an integer, got '64'"),
         ({"labels": ["a", "b"], "last_n_blocks": None}, "last_n_blocks must be an integer"),
         ({"labels": ["a", "b"], "lora": []}, "lora must be an object, got []"),
+        ({"labels": ["a", "b"], "lora": {"r": 2, "bogus": 1}}, "unknown lora field(s): bogus"),
     ],
 )
 def test_an_edited_classifier_config_is_a_named_error(tmp_path, classifier, message):

@@ -124,6 +124,8 @@ def test_adapter_round_trip(tmp_path):
         ("lora.targets", 5, "LoRAConfig.targets=5 must be a list of names"),
         ("lora.targets", [1], "LoRAConfig.targets=[1] must be a list of names"),
         ("lora.alpha", -1, "LoRAConfig.alpha=-1 must be > 0"),
+        ("lora.alpha", None, "LoRAConfig.alpha=None must be a number"),
+        ("lora.dropout", "0.1", "LoRAConfig.dropout='0.1' must be a number"),
     ],
 )
 def test_an_edited_adapter_json_is_a_named_error(tmp_path, field, value, message):

@@ -91,6 +91,9 @@ class ClassifierConfig:
                 raise ConfigError(f"{name} must be an integer, got {value!r}")
         if not isinstance(self.lora, dict):
             raise ConfigError(f"lora must be an object, got {self.lora!r}")
+        unknown = sorted(set(self.lora) - {"targets", "r", "alpha", "dropout"})
+        if unknown:
+            raise ConfigError(f"unknown lora field(s): {', '.join(map(str, unknown))}")
 
     @property
     def encoding(self) -> Encoding:

@@ -109,6 +109,10 @@ class LoRAConfig:
     def __post_init__(self) -> None:
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
             raise ConfigError(f"LoRAConfig.r={self.r!r} must be a positive integer")
+        for name in ("alpha", "dropout"):  # read back from JSON, they can be any value
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"LoRAConfig.{name}={value!r} must be a number")
         if not self.alpha > 0:
             raise ConfigError(f"LoRAConfig.alpha={self.alpha!r} must be > 0")
         if not 0 <= self.dropout < 1:
