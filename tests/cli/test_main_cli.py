@@ -311,3 +311,19 @@ def test_an_unusable_out_or_model_fails_before_any_training(
     assert main([arg.format(**paths) for arg in argv]) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith(message.format(**paths)) and len(err.splitlines()) == 1
+
+
+def test_a_prompt_the_tokenizer_refuses_fails_before_training(tmp_path, capsys, monkeypatch):
+    """`train --prompt 'a <|endoftext|>'` failed at the first sample, mid-training, and the run
+    was never saved."""
+    from scratchllm.train.loop import Trainer
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the bad --prompt was reported")
+
+    monkeypatch.setattr(Trainer, "fit", no_training)
+    corpus = _write_corpus(tmp_path / "corpus", n_docs=2)
+    argv = ["train", "--data", str(corpus), "--out", str(tmp_path / "run"), "--vocab-size", "300"]
+    assert main([*argv, "--prompt", "fine", "--prompt", "a <|endoftext|>"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "special token '<|endoftext|>'" in err and len(err.splitlines()) == 1

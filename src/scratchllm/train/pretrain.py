@@ -107,6 +107,8 @@ def pretrain(
     if tokenizer is None:
         log(f"training a byte-level BPE tokenizer (vocab {vocab_size:,}) ...")
         tokenizer = BPETokenizer.train((d.text for d in train_docs), vocab_size)
+    for prompt in prompts:  # one the tokenizer refuses fails now, not at the first sample
+        tokenizer.encode(prompt)
     train_ids, val_ids = split_ids(train_docs, val_docs, tokenizer)
     tokenizer_seconds = time.perf_counter() - t0
     log(
