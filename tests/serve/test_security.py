@@ -6,6 +6,7 @@ import re
 from importlib import resources
 
 import httpx
+import pytest
 from serve_helpers import KEY, MODEL
 
 BODY = {"model": MODEL, "prompt": "x", "max_tokens": 2}
@@ -87,3 +88,17 @@ def test_api_responses_have_security_headers(server):
     r = httpx.get(server.url + "/v1/models")
     assert r.headers["x-content-type-options"] == "nosniff"
     assert "default-src 'none'" in r.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize(
+    "origin", ["app.example", "https://app.example/", "https://app.example/chat", "https://"]
+)
+def test_a_cors_origin_that_could_never_match_is_refused(origin):
+    """Browsers send scheme://host[:port] and CORS compares it exactly: a trailing slash or a
+    missing scheme was accepted and silently never matched."""
+    from scratchllm.errors import ConfigError
+    from scratchllm.serve import ServeConfig
+
+    with pytest.raises(ConfigError, match="is not an origin"):
+        ServeConfig(cors_origins=(origin,))
+    ServeConfig(cors_origins=("https://app.example", "http://localhost:3000"))

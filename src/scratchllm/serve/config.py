@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from scratchllm.errors import ConfigError
 
@@ -19,6 +20,18 @@ def is_loopback_name(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def check_origin(origin: str) -> None:
+    """Browsers send ``scheme://host[:port]`` and CORS compares it exactly: anything else in
+    ``--cors-origin`` (no scheme, a path, a trailing slash) would silently never match."""
+    parts = urlsplit(origin)
+    exact = origin == f"{parts.scheme}://{parts.netloc}"
+    if parts.scheme not in ("http", "https") or not parts.netloc or not exact:
+        raise ConfigError(
+            f"cors_origins: {origin!r} is not an origin (scheme://host[:port], no path or "
+            "trailing slash); it would never match a browser's Origin header"
+        )
 
 
 @dataclass(frozen=True)
@@ -65,6 +78,8 @@ class ServeConfig:
             raise ConfigError("api_key must be at least 8 characters")
         if "*" in self.cors_origins:
             raise ConfigError("cors_origins: '*' is not allowed; name each origin")
+        for origin in self.cors_origins:
+            check_origin(origin)
 
     @property
     def loopback(self) -> bool:
