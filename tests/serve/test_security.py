@@ -102,3 +102,21 @@ def test_a_cors_origin_that_could_never_match_is_refused(origin):
     with pytest.raises(ConfigError, match="is not an origin"):
         ServeConfig(cors_origins=(origin,))
     ServeConfig(cors_origins=("https://app.example", "http://localhost:3000"))
+
+
+@pytest.mark.parametrize("name", ["chat.internal:8000", "http://chat.internal", "a/b", ""])
+def test_an_allowed_host_that_could_never_match_is_refused(name):
+    """The Host header is compared without its port: 'chat.internal:8000' or a URL in
+    --allowed-host was accepted and silently never matched."""
+    from scratchllm.errors import ConfigError
+    from scratchllm.serve import ServeConfig
+
+    with pytest.raises(ConfigError, match="is not a host name"):
+        ServeConfig(allowed_hosts=(name,))
+
+
+def test_an_allowed_ipv6_address_matches_with_or_without_brackets(start_server):
+    s = start_server(allowed_hosts=("[fd00::1]", "fd00::2"))
+    with s.client() as c:
+        for host in ("[fd00::1]:8000", "[fd00::2]"):
+            assert c.get("/health", headers={"Host": host}).status_code == 200, host

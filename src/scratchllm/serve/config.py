@@ -34,6 +34,21 @@ def check_origin(origin: str) -> None:
         )
 
 
+def check_host_name(name: str) -> None:
+    """``--allowed-host`` is compared with the Host header's name, its port removed: a scheme,
+    a port or a path in it would silently never match."""
+    try:
+        ipaddress.ip_address(name.strip("[]"))  # an address, IPv6 included
+        return
+    except ValueError:
+        pass
+    if not name or any(c in name for c in ":/@ "):
+        raise ConfigError(
+            f"allowed_hosts: {name!r} is not a host name (no scheme, port or path, e.g. "
+            "chat.internal); it would never match a request's Host header"
+        )
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     host: str = "127.0.0.1"  # bind address; loopback unless the operator says otherwise
@@ -80,6 +95,8 @@ class ServeConfig:
             raise ConfigError("cors_origins: '*' is not allowed; name each origin")
         for origin in self.cors_origins:
             check_origin(origin)
+        for name in self.allowed_hosts:
+            check_host_name(name)
 
     @property
     def loopback(self) -> bool:
