@@ -150,6 +150,14 @@ def test_an_edited_adapter_json_is_a_named_error(tmp_path, field, value, message
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize("targets", [5, "attn", None])
+def test_apply_lora_refuses_targets_that_are_not_a_list(targets):
+    """A classifier run's saved 'lora' settings reach apply_lora as JSON values: 5 was a
+    TypeError traceback (list(5)) and "attn" was split into letters."""
+    with pytest.raises(ConfigError, match="must be a list of names"):
+        apply_lora(_model(), targets=targets)
+
+
 def test_merging_an_adapter_on_a_tied_head_saves_and_loads_as_it_computes(tmp_path):
     from scratchllm.tokenizer import BPETokenizer
     from scratchllm.train.checkpoint import load_run, save_run

@@ -143,7 +143,9 @@ def apply_lora(
     ``"out_proj"`` name layers, ``"attn"`` and ``"mlp"`` every linear layer inside such modules,
     ``"blocks.0"`` the first block. A target that matches nothing raises, naming the layers.
     """
-    LoRAConfig(r=r, alpha=alpha, dropout=dropout, targets=list(targets))
+    # a list or tuple as given; anything else (a number or string read from JSON) is refused there
+    listed = list(targets) if isinstance(targets, list | tuple) else targets
+    LoRAConfig(r=r, alpha=alpha, dropout=dropout, targets=listed)
     wrapped = [name for name, _ in lora_layers(model)]
     if wrapped:  # a second pass would wrap the frozen base layers and freeze the first adapters
         raise ConfigError(
