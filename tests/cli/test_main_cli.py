@@ -257,3 +257,85 @@ def test_max_minutes_none_lifts_the_time_limit(command):
     assert train_config(args).max_seconds is None
     args = build_parser().parse_args([command, *extra, "--max-minutes", "2.5"])
     assert train_config(args).max_seconds == 150
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["tokenizer", "encode", "--tokenizer", "{tok}", "--file", "{file}"],
+        ["tokenizer", "show", "--tokenizer", "{tok}", "--file", "{file}"],
+        ["tokenizer", "info", "--tokenizer", "{tok}", "--file", "{file}"],
+        ["embed", "text", "--run", "{missing}", "--file", "{file}"],
+        ["serve", "--run", "{missing}", "--port", "0", "--api-key-file", "{file}"],
+    ],
+    ids=lambda argv: " ".join(argv[:2]),
+)
+def test_a_named_file_that_is_not_utf8_is_named_in_the_error(tmp_path, capsys, argv):
+    from scratchllm.tokenizer import WordTokenizer
+
+    tok = WordTokenizer.train(["a b c"], mode="char").save(tmp_path / "tok")
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(b"caf\xe9 au lait\n")
+    paths = {"tok": tok, "file": latin1, "missing": tmp_path / "no-run"}
+    assert main([arg.format(**paths) for arg in argv]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert f"{latin1}: not UTF-8 text (invalid continuation byte at byte 3)" in err
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "--data", "{corpus}", "--out", "{blocked}"], "Not a directory: {blocked}"),
+        (
+            ["train", "--data", "{corpus}", "--out", "{run}", "--context-length", "0"],
+            "context_length=0 must be a positive integer",
+        ),
+        (
+            ["tokenizer", "train", "--data", "{corpus}", "--out", "{blocked}"],
+            "Not a directory: {blocked}",
+        ),
+        (
+            ["embed", "word2vec", "--data", "{corpus}", "--out", "{blocked}", "--no-progress"],
+            "Not a directory: {blocked}",
+        ),
+    ],
+    ids=["train-out", "train-model", "tokenizer-out", "word2vec-out"],
+)
+def test_an_unusable_out_or_model_fails_before_any_training(
+    tmp_path, capsys, monkeypatch, argv, message
+):
+    """--out below a regular file, or a bad model setting, used to be found only after the
+    tokenizer (train, tokenizer train) or the whole model (embed word2vec) had trained."""
+    from scratchllm.tokenizer.bpe import BPETokenizer
+    from scratchllm.tokenizer.simple import WordTokenizer
+    from scratchllm.train.loop import Trainer
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the bad --out or model setting was reported")
+
+    for cls in (BPETokenizer, WordTokenizer):
+        monkeypatch.setattr(cls, "train", no_training)
+    monkeypatch.setattr(Trainer, "fit", no_training)
+    corpus = _write_corpus(tmp_path / "corpus", n_docs=1)
+    (tmp_path / "file").write_text("a file, not a directory")
+    paths = {"corpus": corpus, "blocked": tmp_path / "file" / "out", "run": tmp_path / "run"}
+    assert main([arg.format(**paths) for arg in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(message.format(**paths)) and len(err.splitlines()) == 1
+
+
+def test_a_prompt_the_tokenizer_refuses_fails_before_training(tmp_path, capsys, monkeypatch):
+    """`train --prompt 'a <|endoftext|>'` failed at the first sample, mid-training, and the run
+    was never saved."""
+    from scratchllm.train.loop import Trainer
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained before the bad --prompt was reported")
+
+    monkeypatch.setattr(Trainer, "fit", no_training)
+    corpus = _write_corpus(tmp_path / "corpus", n_docs=2)
+    argv = ["train", "--data", str(corpus), "--out", str(tmp_path / "run"), "--vocab-size", "300"]
+    assert main([*argv, "--prompt", "fine", "--prompt", "a <|endoftext|>"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "special token '<|endoftext|>'" in err and len(err.splitlines()) == 1

@@ -251,3 +251,31 @@ def test_resume_over_a_damaged_shard_says_how_to_recover(tmp_path, byte_tokenize
         prepare(corpus(), byte_tokenizer, tmp_path)
     prepare(corpus(), byte_tokenizer, tmp_path, overwrite=True)
     assert read_index(tmp_path).complete
+
+
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        ({"splits": []}, "'list' object has no attribute 'get'"),
+        ({"splits": None}, "'NoneType' object has no attribute 'get'"),
+        ({"settings.dtype": "x"}, "settings.dtype must be one of ('uint16', 'uint32'), got 'x'"),
+        ({"settings.dtype": 5}, "settings.dtype must be one of ('uint16', 'uint32'), got 5"),
+        ({"settings.dtype": "float64"}, "settings.dtype must be one of"),
+    ],
+)
+def test_an_edited_index_is_a_named_error(tmp_path, byte_tokenizer, edit, message) -> None:
+    """A non-object 'splits' (AttributeError) and a dtype numpy cannot read, or one shards are
+    never written in, were tracebacks from `data info`, `eval` and `pretrain --shards`."""
+    prepare(corpus(), byte_tokenizer, tmp_path)
+    path = tmp_path / "index.json"
+    index = json.loads(path.read_text())
+    for key, value in edit.items():
+        node, *rest = key.split(".")
+        if rest:
+            index[node][rest[0]] = value
+        else:
+            index[node] = value
+    path.write_text(json.dumps(index))
+    with pytest.raises(DataError, match="index.json: not a valid shard index") as info:
+        read_index(tmp_path)
+    assert message in str(info.value)

@@ -115,6 +115,35 @@ def test_load_classifier_refuses_a_plain_run(tmp_path):
         load_classifier(tmp_path / "missing")
 
 
+@pytest.mark.parametrize(
+    "classifier,message",
+    [
+        (5, "the classifier settings must be an object, got 5"),
+        ({"backbone": "GPTModel"}, "missing 1 required positional argument: 'labels'"),
+        ({"labels": None}, "classifier labels must be a list of names, got None"),
+        ({"labels": [["a"], "b"]}, "classifier labels must be a list of names"),
+        ({"labels": ["a", "b"], "backbone": []}, "backbone must be a string, got []"),
+        ({"labels": ["a", "b"], "max_length": "64"}, "max_length must be an integer, got '64'"),
+        ({"labels": ["a", "b"], "last_n_blocks": None}, "last_n_blocks must be an integer"),
+        ({"labels": ["a", "b"], "lora": []}, "lora must be an object, got []"),
+        ({"labels": ["a", "b"], "lora": {"r": 2, "bogus": 1}}, "unknown lora field(s): bogus"),
+    ],
+)
+def test_an_edited_classifier_config_is_a_named_error(tmp_path, classifier, message):
+    """Wrong JSON types in config.json's 'classifier' were TypeError tracebacks (len(None),
+    None < 1, an unhashable list looked up in BACKBONES)."""
+    from scratchllm.tokenizer import BPETokenizer
+    from scratchllm.train.checkpoint import save_run
+
+    cfg = get_preset("tiny")
+    save_run(tmp_path, GPTModel(cfg), cfg, BPETokenizer.train("hello world", 260))
+    record = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**record, "classifier": classifier}))
+    with pytest.raises(CheckpointError, match="config.json: ") as info:
+        load_classifier(tmp_path)
+    assert message in str(info.value)
+
+
 def _gpt():
     return GPTModel(get_preset("tiny", n_layer=3))
 

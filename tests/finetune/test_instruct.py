@@ -419,7 +419,14 @@ def test_json_lines_records_may_hold_unicode_line_separators(tmp_path):
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({"split": (0.9, 0.2, 0.1)}, "sum to 1"), ({"on_overflow": "drop"}, "on_overflow='drop'")],
+    [
+        ({"split": (0.9, 0.2, 0.1)}, "sum to 1"),
+        ({"on_overflow": "drop"}, "on_overflow='drop'"),
+        # found only after training: urllib's "unknown url type", or a file:// URL read quietly
+        ({"judge_url": "localhost:8000/v1"}, "must be an http"),
+        ({"judge_url": "notaurl"}, "must be an http"),
+        ({"judge_url": "file:///etc/passwd"}, "must be an http"),
+    ],
 )
 def test_instruct_config_checks_split_and_overflow_up_front(kwargs, match):
     with pytest.raises(ConfigError, match=match):

@@ -116,6 +116,48 @@ def test_adapter_round_trip(tmp_path):
         load_adapter(_model("tiny-llama"), tmp_path)
 
 
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("base_run", 5, "field 'base_run' must be a path, got 5"),
+        ("base_run", ["/x"], "field 'base_run' must be a path"),
+        ("lora.targets", 5, "LoRAConfig.targets=5 must be a list of names"),
+        ("lora.targets", [1], "LoRAConfig.targets=[1] must be a list of names"),
+        ("lora.alpha", -1, "LoRAConfig.alpha=-1 must be > 0"),
+        ("lora.alpha", None, "LoRAConfig.alpha=None must be a number"),
+        ("lora.dropout", "0.1", "LoRAConfig.dropout='0.1' must be a number"),
+    ],
+)
+def test_an_edited_adapter_json_is_a_named_error(tmp_path, field, value, message):
+    """A non-path base_run (Path(5)) and non-list targets (iterated in apply_lora) were
+    TypeError tracebacks from `lora merge`, `serve` and `generate` on an adapter run."""
+    import json
+
+    from scratchllm.train.checkpoint import load_run
+
+    model = _model()
+    apply_lora(model, r=4, alpha=8)
+    save_adapter(model, tmp_path, LoRAConfig(r=4, alpha=8), base_run=str(tmp_path / "base"))
+    record = json.loads((tmp_path / "adapter.json").read_text())
+    node, *rest = field.split(".")
+    if rest:
+        record[node][rest[0]] = value
+    else:
+        record[node] = value
+    (tmp_path / "adapter.json").write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match="adapter.json: ") as info:
+        load_run(tmp_path)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("targets", [5, "attn", None])
+def test_apply_lora_refuses_targets_that_are_not_a_list(targets):
+    """A classifier run's saved 'lora' settings reach apply_lora as JSON values: 5 was a
+    TypeError traceback (list(5)) and "attn" was split into letters."""
+    with pytest.raises(ConfigError, match="must be a list of names"):
+        apply_lora(_model(), targets=targets)
+
+
 def test_merging_an_adapter_on_a_tied_head_saves_and_loads_as_it_computes(tmp_path):
     from scratchllm.tokenizer import BPETokenizer
     from scratchllm.train.checkpoint import load_run, save_run

@@ -115,6 +115,21 @@ def test_chat_history_is_kept_and_trimmed_to_the_context(make_model, tokenizer):
     assert len(session.messages) == 1  # the rejected message is not kept
 
 
+def test_a_message_the_tokenizer_refuses_is_not_kept(make_model, tokenizer):
+    """A message spelling a special token stayed in the history, so every later reply failed
+    with the same error until /reset; a system text like that failed at every reply."""
+    from scratchllm.errors import TokenizerError
+
+    session = ChatSession(Engine(make_model("tiny"), tokenizer), PlainTemplate(), sampling=GREEDY)
+    with pytest.raises(TokenizerError, match="special token"):
+        "".join(session.reply("see <|endoftext|>"))
+    assert session.messages == []
+    "".join(session.reply("hello"))  # the conversation goes on
+    assert [m["role"] for m in session.messages] == ["user", "assistant"]
+    with pytest.raises(TokenizerError, match="special token"):
+        ChatSession(Engine(make_model("tiny"), tokenizer), PlainTemplate(), system="<|endoftext|>")
+
+
 def test_chat_uses_the_runs_saved_template(run_dir):
     from scratchllm.finetune.templates import get_template, save_template
     from scratchllm.generation.chat import template_for_run

@@ -89,6 +89,12 @@ def test_bad_config_and_missing_weights(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "t5"}))
     with pytest.raises(CheckpointError, match="model_type='t5' is not supported"):
         load_hf(tmp_path)
+    # any JSON value: a list was an unhashable-type TypeError traceback
+    for field in ({"model_type": ["gpt2"]}, {"model_type": "gpt2", "activation_function": []}):
+        gpt2 = {"vocab_size": 8, "n_positions": 8, "n_embd": 8, "n_layer": 1, "n_head": 2}
+        (tmp_path / "config.json").write_text(json.dumps({**gpt2, **field}))
+        with pytest.raises(CheckpointError, match="is not supported|unsupported"):
+            load_hf(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_embd": 8}))
     with pytest.raises(CheckpointError, match="field 'vocab_size' is missing"):
         load_hf(tmp_path)

@@ -98,6 +98,16 @@ def test_vectors_cosine_analogy_and_text_format(tmp_path):
         WordVectors.load_word2vec(tmp_path / "bad.txt")
 
 
+def test_vectors_from_a_directory_whose_config_is_not_an_object(tmp_path):
+    """config.json holding a JSON list was an AttributeError traceback (list has no .get)."""
+    from scratchllm.errors import CheckpointError
+    from scratchllm.lineage.word2vec import load_vectors
+
+    (tmp_path / "config.json").write_text("[1]")
+    with pytest.raises(CheckpointError, match="config.json: not a scratchllm run config"):
+        load_vectors(tmp_path)
+
+
 def test_token_labels_have_no_whitespace():
     assert token_label(" the") == "\u2581the"
     assert token_label("\n") == "\\n"

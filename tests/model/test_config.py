@@ -19,6 +19,9 @@ def test_get_preset_overrides_and_validates():
         get_preset("nope")
     with pytest.raises(ConfigError, match="n_heads"):
         get_preset("tiny", n_heads=2)
+    for name in (["tiny"], {"a": 1}):  # job files hold any JSON value (was unhashable type)
+        with pytest.raises(ConfigError, match="unknown model preset"):
+            get_preset(name)
 
 
 @pytest.mark.parametrize(

@@ -135,6 +135,21 @@ def test_completion_logprobs(client):
     assert client.completions.create(**kw).choices[0].logprobs is None
 
 
+def test_streamed_completion_logprobs_match_the_full_response(client):
+    """text_offset continues across streamed chunks (each chunk restarted it at 0)."""
+    kw = dict(model=MODEL, prompt=["Hello", "Hi"], n=2, max_tokens=6, temperature=1.0, seed=5)
+    full = {c.index: c.logprobs for c in client.completions.create(logprobs=1, **kw).choices}
+    streamed = {i: {"tokens": [], "text_offset": []} for i in full}
+    for chunk in client.completions.create(logprobs=1, stream=True, **kw):
+        for choice in chunk.choices:
+            if choice.logprobs:
+                streamed[choice.index]["tokens"] += choice.logprobs.tokens
+                streamed[choice.index]["text_offset"] += choice.logprobs.text_offset
+    for i, lp in full.items():
+        assert streamed[i] == {"tokens": lp.tokens, "text_offset": lp.text_offset}
+        assert lp.text_offset == [sum(map(len, lp.tokens[:k])) for k in range(len(lp.tokens))]
+
+
 def test_chat_logprobs_streamed_and_not(client):
     kw = dict(
         model=MODEL,

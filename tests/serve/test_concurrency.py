@@ -133,6 +133,19 @@ def test_queue_full_gives_429_with_retry_after(start_server):
     assert ok.status_code == 200
 
 
+def test_more_choices_than_slots_and_queue_is_a_400_not_a_429(start_server):
+    """An idle server with 2 slots and 1 queue place could never admit 4 choices at once: it
+    answered 429 'retry shortly', which the openai client retries in vain."""
+    s = start_server(max_batch=2, max_queue=1)
+    body = {"model": MODEL, "prompt": "x", "max_tokens": 2}
+    with httpx.Client(base_url=s.url, timeout=30) as c:
+        assert c.post("/v1/completions", json={**body, "n": 3}).status_code == 200
+        for extra in ({"n": 4}, {"prompt": ["a", "b"], "n": 2}):
+            r = c.post("/v1/completions", json={**body, **extra})
+            assert r.status_code == 400 and r.json()["error"]["param"] == "n"
+            assert "must be <= 3 (--max-batch + --max-queue), got 4" in r.json()["error"]["message"]
+
+
 def test_a_request_whose_client_leaves_while_it_waits_for_a_slot_is_dropped(start_server):
     s = start_server(max_batch=1, max_queue=1)
     sched = slow_down(s)

@@ -179,3 +179,30 @@ def test_good_requests_unharmed_after_abuse(server):
             _post(c, path, body)
         r = _post(c, COMP, comp(temperature=0))
         assert r.status_code == 200 and r.json()["choices"][0]["finish_reason"]
+
+
+@pytest.mark.parametrize(
+    "path,body,param",
+    [
+        (
+            COMP,
+            comp(stream=True, stream_options={"include_usage": "yes"}),
+            "stream_options.include_usage",
+        ),
+        (CHAT, chat(messages=[{"role": "user", "content": "hi", "name": 5}]), "messages[0].name"),
+        (
+            CHAT,
+            chat(messages=[USER[0], {"role": "user", "content": "x", "name": "n" * 65}]),
+            "messages[1].name",
+        ),
+        (CHAT, chat(messages=[{"role": "user", "content": 5}]), "messages[0].content"),
+        (COMP, comp(max_tokens="10"), "max_tokens"),
+    ],
+)
+def test_errors_in_nested_fields_name_the_full_path(server, path, body, param):
+    """`param` names the field as the client sent it: a bare "include_usage" or "name" did not
+    say where in the body the bad value was."""
+    with server.client() as c:
+        r = _post(c, path, body)
+    _assert_error(r, 400)
+    assert r.json()["error"]["param"] == param and r.json()["error"]["message"].startswith(param)

@@ -6,6 +6,7 @@ import re
 from importlib import resources
 
 import httpx
+import pytest
 from serve_helpers import KEY, MODEL
 
 BODY = {"model": MODEL, "prompt": "x", "max_tokens": 2}
@@ -87,3 +88,35 @@ def test_api_responses_have_security_headers(server):
     r = httpx.get(server.url + "/v1/models")
     assert r.headers["x-content-type-options"] == "nosniff"
     assert "default-src 'none'" in r.headers["content-security-policy"]
+
+
+@pytest.mark.parametrize(
+    "origin", ["app.example", "https://app.example/", "https://app.example/chat", "https://"]
+)
+def test_a_cors_origin_that_could_never_match_is_refused(origin):
+    """Browsers send scheme://host[:port] and CORS compares it exactly: a trailing slash or a
+    missing scheme was accepted and silently never matched."""
+    from scratchllm.errors import ConfigError
+    from scratchllm.serve import ServeConfig
+
+    with pytest.raises(ConfigError, match="is not an origin"):
+        ServeConfig(cors_origins=(origin,))
+    ServeConfig(cors_origins=("https://app.example", "http://localhost:3000"))
+
+
+@pytest.mark.parametrize("name", ["chat.internal:8000", "http://chat.internal", "a/b", ""])
+def test_an_allowed_host_that_could_never_match_is_refused(name):
+    """The Host header is compared without its port: 'chat.internal:8000' or a URL in
+    --allowed-host was accepted and silently never matched."""
+    from scratchllm.errors import ConfigError
+    from scratchllm.serve import ServeConfig
+
+    with pytest.raises(ConfigError, match="is not a host name"):
+        ServeConfig(allowed_hosts=(name,))
+
+
+def test_an_allowed_ipv6_address_matches_with_or_without_brackets(start_server):
+    s = start_server(allowed_hosts=("[fd00::1]", "fd00::2"))
+    with s.client() as c:
+        for host in ("[fd00::1]:8000", "[fd00::2]"):
+            assert c.get("/health", headers={"Host": host}).status_code == 200, host

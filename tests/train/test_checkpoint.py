@@ -96,6 +96,44 @@ def test_load_run_errors_name_the_path(tmp_path):
         ckpt.load_run(tmp_path)
 
 
+@pytest.mark.parametrize("model", [None, 5, "x", [1, 2]])
+def test_a_model_field_that_is_not_an_object_is_named(tmp_path, model):
+    """`"model": null` (or a number) in config.json was a TypeError traceback; a string was
+    reported as unknown fields named by its letters."""
+    record = {"format": ckpt.RUN_FORMAT, "version": 1, "architecture": "GPTModel", "model": model}
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match=r"config.json: field 'model' must be an object"):
+        ckpt.load_run(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("version", None, "field 'version' must be an integer, got None"),
+        ("version", "2", "field 'version' must be an integer, got '2'"),
+        ("architecture", ["GPTModel"], "field 'architecture' must be a name, got ['GPTModel']"),
+    ],
+)
+def test_edited_run_record_fields_are_named(tmp_path, field, value, message):
+    """A non-integer version was compared with '>' (TypeError); a list architecture was
+    looked up in a dict (unhashable type)."""
+    record = {"format": ckpt.RUN_FORMAT, "version": 1, "model": {}, field: value}
+    (tmp_path / "config.json").write_text(json.dumps(record))
+    with pytest.raises(CheckpointError, match="config.json: ") as info:
+        ckpt.load_run(tmp_path)
+    assert message in str(info.value)
+
+
+def test_config_from_dict_refuses_a_non_object():
+    from scratchllm.errors import ConfigError
+    from scratchllm.model import ModelConfig
+    from scratchllm.train.config import TrainConfig
+
+    for cls in (ModelConfig, TrainConfig):
+        with pytest.raises(ConfigError, match="needs an object of fields, got None"):
+            cls.from_dict(None)
+
+
 def _tiny_tokenizer():
     from scratchllm.tokenizer import BPETokenizer
 

@@ -69,6 +69,13 @@ def test_job_file_overrides_and_errors(tmp_path):
     bad.write_text("[train\nmax_steps = 1")
     with pytest.raises(ConfigError, match="bad.toml"):
         load_job(str(bad))
+    latin1 = tmp_path / "latin1.toml"
+    latin1.write_bytes(b'out = "caf\xe9"\n')
+    with pytest.raises(ConfigError, match=r"latin1.toml: not UTF-8 text .* at byte 10"):
+        load_job(str(latin1))
+    for override in ("=1", "model.=1", ".n_layer=1", "model..n_layer=1"):
+        with pytest.raises(ConfigError, match="has an empty part"):
+            load_job(None, [override])
 
 
 def _pretrain_cmd(tmp_path, out, steps, save, *extra):

@@ -1,4 +1,4 @@
-"""Argument helpers shared by the training commands."""
+"""Helpers shared by the commands: training arguments, reading files the user names."""
 
 from __future__ import annotations
 
@@ -162,6 +162,20 @@ def command_name() -> str:
     if os.path.basename(started) == "scratchllm" and os.path.isfile(started):
         return os.path.relpath(started)
     return "python -m scratchllm"
+
+
+def read_text_file(path: str, what: str, newline: str | None = None) -> str:
+    """The text of a file named on the command line; one that is not UTF-8 is an error naming
+    the option, the file and the byte (a bare codec message named neither)."""
+    from scratchllm.errors import DataError
+
+    try:
+        with open(path, encoding="utf-8", newline=newline) as f:
+            return f.read()
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{what} {path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
 
 
 def note_adapter_run(run_dir: str) -> None:

@@ -174,13 +174,14 @@ def run_analogy(args: argparse.Namespace) -> int:
 
 
 def run_text(args: argparse.Namespace) -> int:
+    from scratchllm.cli.common import read_text_file
     from scratchllm.errors import ConfigError
     from scratchllm.lineage.sentence import load_embedder, search
 
     texts = list(args.texts)
     if args.file:
-        with open(args.file, encoding="utf-8") as f:
-            texts += [line.rstrip("\n") for line in f if line.strip()]
+        lines = read_text_file(args.file, "--file").split("\n")
+        texts += [line for line in lines if line.strip()]
     if not texts:
         raise ConfigError("give texts to embed, or --file FILE")
     embedder = load_embedder(args.run, pooling=args.pooling, device=args.device)

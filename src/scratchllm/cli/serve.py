@@ -77,10 +77,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _api_key(args: argparse.Namespace) -> str | None:
+    from scratchllm.cli.common import read_text_file
+
     if args.api_key_file is None:
         return args.api_key
     try:
-        return Path(args.api_key_file).read_text(encoding="utf-8").strip()
+        return read_text_file(args.api_key_file, "--api-key-file").strip()
     except OSError as exc:
         raise ConfigError(f"--api-key-file {args.api_key_file}: {exc.strerror}") from None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 TOKENIZER_HELP = (
     "tokenizer directory or tokenizer.json (our format), a directory with GPT-2's encoder.json "
@@ -89,8 +90,9 @@ def _read_text(args: argparse.Namespace) -> str:
     if args.text is not None:
         return args.text
     if args.file:
-        with open(args.file, encoding="utf-8", newline="") as f:  # "\r\n" kept
-            return f.read()
+        from scratchllm.cli.common import read_text_file
+
+        return read_text_file(args.file, "--file", newline="")  # "\r\n" kept
     return sys.stdin.read()
 
 
@@ -102,6 +104,7 @@ def run_train(args: argparse.Namespace) -> int:
     # The same sources `train` and `data prepare` read: files, directories (.txt/.md), globs,
     # `builtin`, .jsonl `text` fields; no text at all is an error, as it is there.
     texts = [doc.text for source in args.data for doc in read_text_sources(source)]
+    Path(args.out).mkdir(parents=True, exist_ok=True)  # an unusable --out fails before training
     if args.kind == "bpe":
         specials = args.special if args.special is not None else ["<|endoftext|>"]
         tok = BPETokenizer.train(
@@ -168,8 +171,9 @@ def run_info(args: argparse.Namespace) -> int:
     tok = load_tokenizer(args.tokenizer)
     text = None
     if args.file:
-        with open(args.file, encoding="utf-8", newline="") as f:  # "\r\n" kept
-            text = f.read()
+        from scratchllm.cli.common import read_text_file
+
+        text = read_text_file(args.file, "--file", newline="")  # "\r\n" kept
     for key, value in describe(tok, text).items():
         print(f"{key}: {value}")
     return 0

@@ -67,6 +67,7 @@ from scratchllm.system import available_cpus
 INDEX_NAME = "index.json"
 FORMAT_VERSION = 1
 SPLITS = ("train", "val")
+SHARD_DTYPES = ("uint16", "uint32")  # the id types shards are written in
 # 2**24 ids = 32 MiB of uint16 per shard: large enough for few files, small enough to stream.
 DEFAULT_SHARD_TOKENS = 2**24
 # Text handed to a worker at a time; the index is committed after each chunk.
@@ -133,8 +134,11 @@ class PrepareState:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PrepareState:
         splits = {s: [ShardInfo(**info) for info in data["splits"].get(s, [])] for s in SPLITS}
+        settings = PrepareSettings(**data["settings"])
+        if settings.dtype not in SHARD_DTYPES:
+            raise TypeError(f"settings.dtype must be one of {SHARD_DTYPES}, got {settings.dtype!r}")
         return cls(
-            settings=PrepareSettings(**data["settings"]),
+            settings=settings,
             next_document=int(data["next_document"]),
             next_piece=int(data.get("next_piece", 0)),
             chunk_bytes=int(data.get("chunk_bytes", 0)),
@@ -185,7 +189,8 @@ def read_index(out_dir: str | Path) -> PrepareState:
         raise DataError(f"no shard index at {path}: run `scratchllm data prepare` first")
     try:
         return PrepareState.from_json(json.loads(path.read_text(encoding="utf-8")))
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        # AttributeError: a field that should be an object holds another JSON value
         raise DataError(f"{path}: not a valid shard index ({exc})") from None
 
 

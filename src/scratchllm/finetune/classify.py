@@ -56,6 +56,7 @@ class ClassifierConfig:
     lora: dict[str, Any] = field(default_factory=dict)  # {"targets", "r", "alpha"} for "lora"
 
     def __post_init__(self) -> None:
+        self._check_types()
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
             raise ConfigError(f"classifier labels must be >= 2 distinct names, got {self.labels}")
         if self.backbone not in BACKBONES:
@@ -75,6 +76,25 @@ class ClassifierConfig:
                 f"last_n_blocks={self.last_n_blocks} >= 0"
             )
 
+    def _check_types(self) -> None:
+        """Fields read back from a hand-edited config.json can hold any JSON value."""
+        if not isinstance(self.labels, list) or not all(isinstance(x, str) for x in self.labels):
+            raise ConfigError(f"classifier labels must be a list of names, got {self.labels!r}")
+        for name in ("backbone", "pooling", "trainable"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
+        for name in ("max_length", "pad_id", "prefix_id", "last_n_blocks"):
+            value = getattr(self, name)
+            if name == "prefix_id" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
+        if not isinstance(self.lora, dict):
+            raise ConfigError(f"lora must be an object, got {self.lora!r}")
+        unknown = sorted(set(self.lora) - {"targets", "r", "alpha", "dropout"})
+        if unknown:
+            raise ConfigError(f"unknown lora field(s): {', '.join(map(str, unknown))}")
+
     @property
     def encoding(self) -> Encoding:
         return Encoding(self.max_length, self.pad_id, self.prefix_id)
@@ -84,10 +104,15 @@ class ClassifierConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ClassifierConfig:
+        if not isinstance(d, dict):
+            raise ConfigError(f"the classifier settings must be an object, got {d!r}")
         unknown = sorted(set(d) - {f.name for f in fields(cls)})
         if unknown:
             raise ConfigError(f"unknown classifier field(s): {', '.join(unknown)}")
-        return cls(**d)
+        try:
+            return cls(**d)
+        except TypeError as exc:  # a missing required field
+            raise ConfigError(f"classifier settings: {exc}") from None
 
 
 def mean_pool(hidden: Tensor, attention_mask: Tensor | None) -> Tensor:
@@ -287,8 +312,12 @@ def load_classifier(run_dir: str | Path, device: str | torch.device = "cpu") -> 
             f"{run_dir / CONFIG_FILE}: a {arch} run, not a classifier (no 'classifier' field); "
             "fine-tune it first with `scratchllm finetune classify`"
         )
-    config = ClassifierConfig.from_dict(record["classifier"])
-    backbone = BACKBONES[config.backbone](ModelConfig.from_dict(record["model"]))
+    try:
+        config = ClassifierConfig.from_dict(record["classifier"])
+        model_cfg = ModelConfig.from_dict(record["model"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{run_dir / CONFIG_FILE}: {exc}") from None
+    backbone = BACKBONES[config.backbone](model_cfg)
     model = TextClassifier(backbone, len(config.labels), config.pooling)
     if config.trainable == "lora":  # adapters are part of the saved weights
         set_trainable(model, "lora", lora=config.lora)

@@ -15,6 +15,7 @@ import hashlib
 import json
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -195,6 +196,13 @@ class InstructConfig:
             raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         if self.max_responses is not None and self.max_responses < 0:
             raise ConfigError(f"max_responses must be >= 0 or None, got {self.max_responses}")
+        if self.judge_url:  # a bad one was found only after training (urllib: unknown url type)
+            parts = urllib.parse.urlsplit(self.judge_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ConfigError(
+                    f"judge_url {self.judge_url!r} must be an http(s) URL such as "
+                    "http://localhost:8000/v1"
+                )
 
 
 @dataclass

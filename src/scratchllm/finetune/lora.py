@@ -109,10 +109,18 @@ class LoRAConfig:
     def __post_init__(self) -> None:
         if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
             raise ConfigError(f"LoRAConfig.r={self.r!r} must be a positive integer")
+        for name in ("alpha", "dropout"):  # read back from JSON, they can be any value
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"LoRAConfig.{name}={value!r} must be a number")
         if not self.alpha > 0:
             raise ConfigError(f"LoRAConfig.alpha={self.alpha!r} must be > 0")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"LoRAConfig.dropout={self.dropout!r} must be in [0, 1)")
+        if not isinstance(self.targets, list | tuple) or not all(
+            isinstance(t, str) for t in self.targets
+        ):
+            raise ConfigError(f"LoRAConfig.targets={self.targets!r} must be a list of names")
         if not self.targets:
             raise ConfigError("LoRAConfig.targets is empty: name at least one linear layer")
 
@@ -135,7 +143,9 @@ def apply_lora(
     ``"out_proj"`` name layers, ``"attn"`` and ``"mlp"`` every linear layer inside such modules,
     ``"blocks.0"`` the first block. A target that matches nothing raises, naming the layers.
     """
-    LoRAConfig(r=r, alpha=alpha, dropout=dropout, targets=list(targets))
+    # a list or tuple as given; anything else (a number or string read from JSON) is refused there
+    listed = list(targets) if isinstance(targets, list | tuple) else targets
+    LoRAConfig(r=r, alpha=alpha, dropout=dropout, targets=listed)
     wrapped = [name for name, _ in lora_layers(model)]
     if wrapped:  # a second pass would wrap the frozen base layers and freeze the first adapters
         raise ConfigError(
@@ -267,9 +277,12 @@ def read_adapter_config(directory: str | Path) -> tuple[LoRAConfig, dict[str, An
     record = read_json(path)
     if not isinstance(record, dict) or record.get("format") != ADAPTER_FORMAT:
         raise CheckpointError(f"{path}: not a scratchllm LoRA adapter config")
+    base = record.get("base_run")
+    if base is not None and not isinstance(base, str):
+        raise CheckpointError(f"{path}: field 'base_run' must be a path, got {base!r}")
     try:
         return LoRAConfig(**record["lora"]), record
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:  # ValueError: LoRAConfig's own checks
         raise CheckpointError(f"{path}: field 'lora' is missing or malformed ({exc})") from None
 
 

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from scratchllm.errors import ConfigError
+from scratchllm.errors import ConfigError, ScratchLLMError
 from scratchllm.generation.engine import ContextOverflowError, Engine
 from scratchllm.generation.sampling import DEFAULT_SAMPLING, SamplingConfig
 
@@ -118,6 +118,8 @@ class ChatSession:
         self.sampling, self.max_new_tokens, self.seed = sampling, max_new_tokens, seed
         self.messages: list[Message] = []
         self.reset()
+        if self.messages:  # a system text the tokenizer refuses fails now, not at every reply
+            template.encode_prompt(engine.tokenizer, self.messages)
 
     def reset(self) -> None:
         """Forget the conversation (the system message stays)."""
@@ -151,7 +153,7 @@ class ChatSession:
         self.messages.append({"role": "user", "content": text})
         try:
             ids, budget = self.prompt_ids()
-        except ContextOverflowError:
+        except ScratchLLMError:  # too long, or text the tokenizer refuses: not kept either way
             self.messages.pop()
             raise
         pieces: list[str] = []

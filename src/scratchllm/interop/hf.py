@@ -47,7 +47,7 @@ GELU_NAMES = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh"}
 def layout_of(hf: Mapping[str, Any]) -> str:
     """GPT2 / BERT / LLAMA for a config.json dict; a clear error for anything else."""
     model_type = hf.get("model_type")
-    if model_type not in MODEL_TYPES:
+    if not isinstance(model_type, str) or model_type not in MODEL_TYPES:  # any JSON value
         raise CheckpointError(
             f"config.json model_type={model_type!r} is not supported "
             f"(supported: {', '.join(MODEL_TYPES)})"
@@ -56,7 +56,7 @@ def layout_of(hf: Mapping[str, Any]) -> str:
 
 
 def _gelu(act: str, field: str) -> str:
-    if act not in GELU_NAMES:
+    if not isinstance(act, str) or act not in GELU_NAMES:
         raise CheckpointError(f"config.json {field}={act!r} unsupported ({', '.join(GELU_NAMES)})")
     return GELU_NAMES[act]
 

@@ -358,6 +358,8 @@ def train_word2vec(
     from scratchllm.tokenizer import WordTokenizer
     from scratchllm.train.loop import Trainer
 
+    if out_dir is not None:  # an unusable out_dir fails now, not after training
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
     if tokenizer is None:
         tokenizer = WordTokenizer.train(
             texts, mode="word", min_freq=min_count, max_vocab=max_vocab, lowercase=True
@@ -420,7 +422,8 @@ def load_vectors(path: str | Path) -> WordVectors:
         return WordVectors.load_word2vec(path / VECTORS_FILE)
     if not (path / CONFIG_FILE).is_file():
         raise DataError(f"{path}: neither a vectors file nor a run directory")
-    if read_json(path / CONFIG_FILE).get("format") == W2V_FORMAT:
+    record = read_json(path / CONFIG_FILE)
+    if isinstance(record, dict) and record.get("format") == W2V_FORMAT:
         raise DataError(f"{path}: word2vec run without {VECTORS_FILE}")
     run = load_any_run(path)
     if run.tokenizer is None:

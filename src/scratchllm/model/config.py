@@ -108,6 +108,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        if not isinstance(d, dict):
+            raise ConfigError(f"ModelConfig needs an object of fields, got {d!r}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -167,7 +169,7 @@ PRESETS: dict[str, ModelConfig] = {
 
 def get_preset(name: str, **overrides: Any) -> ModelConfig:
     """A copy of preset `name` with `overrides` applied (validated again)."""
-    if name not in PRESETS:
+    if not isinstance(name, str) or name not in PRESETS:  # a job file can give any JSON value
         raise ConfigError(f"unknown model preset {name!r}; known: {', '.join(PRESETS)}")
     known = {f.name for f in fields(ModelConfig)}
     unknown = sorted(set(overrides) - known)

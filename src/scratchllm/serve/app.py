@@ -93,6 +93,9 @@ class Shaper:
         self.token_bytes = token_bytes  # the tokenizer's decode_bytes, for logprobs
         self.id = ("chatcmpl-" if kind == "chat" else "cmpl-") + secrets.token_hex(12)
         self.created = int(time.time())
+        # completions' text_offset: characters of the choice's tokens reported so far, so that
+        # streamed chunks continue where the previous one ended (as one full response counts)
+        self.text_offset: dict[int, int] = {}
 
     def _head(self, obj: str) -> dict[str, Any]:
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model}
@@ -102,8 +105,9 @@ class Shaper:
         out = sum(len(c.token_ids) for c in completions if c is not None)
         return {"prompt_tokens": prompt, "completion_tokens": out, "total_tokens": prompt + out}
 
-    def logprobs(self, entries: Sequence[TokenLogprob]) -> dict[str, Any] | None:
-        """OpenAI's ``logprobs`` object for these tokens (None when the request did not ask)."""
+    def logprobs(self, entries: Sequence[TokenLogprob], index: int) -> dict[str, Any] | None:
+        """OpenAI's ``logprobs`` object for choice ``index``'s next tokens (None when the
+        request did not ask)."""
         if self.params.logprobs is None or self.token_bytes is None:
             return None
 
@@ -124,10 +128,11 @@ class Shaper:
                 )
             return {"content": content, "refusal": None}
         tokens = [piece(e.token_id)[0] for e in entries]
-        offsets, at = [], 0
+        offsets, at = [], self.text_offset.get(index, 0)
         for text in tokens:
             offsets.append(at)
             at += len(text)
+        self.text_offset[index] = at
         return {
             "tokens": tokens,
             "token_logprobs": [e.logprob for e in entries],
@@ -136,7 +141,10 @@ class Shaper:
         }
 
     def full(self, texts: list[str], reasons: list[str | None], completions: list[Any]) -> dict:
-        scored = [self.logprobs((c.logprobs or []) if c is not None else []) for c in completions]
+        scored = [
+            self.logprobs((c.logprobs or []) if c is not None else [], i)
+            for i, c in enumerate(completions)
+        ]
         if self.kind == "chat":
             choices = [
                 {
@@ -165,7 +173,7 @@ class Shaper:
         role: bool = False,
         scored: Sequence[TokenLogprob] = (),
     ):
-        logprobs = self.logprobs(scored) if scored else None
+        logprobs = self.logprobs(scored, index) if scored else None
         if self.kind == "chat":
             delta: dict[str, str] = {"role": "assistant"} if role else {}
             if text is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from scratchllm.errors import ConfigError
 
@@ -19,6 +20,33 @@ def is_loopback_name(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def check_origin(origin: str) -> None:
+    """Browsers send ``scheme://host[:port]`` and CORS compares it exactly: anything else in
+    ``--cors-origin`` (no scheme, a path, a trailing slash) would silently never match."""
+    parts = urlsplit(origin)
+    exact = origin == f"{parts.scheme}://{parts.netloc}"
+    if parts.scheme not in ("http", "https") or not parts.netloc or not exact:
+        raise ConfigError(
+            f"cors_origins: {origin!r} is not an origin (scheme://host[:port], no path or "
+            "trailing slash); it would never match a browser's Origin header"
+        )
+
+
+def check_host_name(name: str) -> None:
+    """``--allowed-host`` is compared with the Host header's name, its port removed: a scheme,
+    a port or a path in it would silently never match."""
+    try:
+        ipaddress.ip_address(name.strip("[]"))  # an address, IPv6 included
+        return
+    except ValueError:
+        pass
+    if not name or any(c in name for c in ":/@ "):
+        raise ConfigError(
+            f"allowed_hosts: {name!r} is not a host name (no scheme, port or path, e.g. "
+            "chat.internal); it would never match a request's Host header"
+        )
 
 
 @dataclass(frozen=True)
@@ -65,6 +93,10 @@ class ServeConfig:
             raise ConfigError("api_key must be at least 8 characters")
         if "*" in self.cors_origins:
             raise ConfigError("cors_origins: '*' is not allowed; name each origin")
+        for origin in self.cors_origins:
+            check_origin(origin)
+        for name in self.allowed_hosts:
+            check_host_name(name)
 
     @property
     def loopback(self) -> bool:

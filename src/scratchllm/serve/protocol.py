@@ -137,23 +137,24 @@ def get_float(body: dict, name: str, default: float | None, lo: float, hi: float
     return float(value)
 
 
-def get_bool(body: dict, name: str, default: bool) -> bool:
+def get_bool(body: dict, name: str, default: bool, param: str | None = None) -> bool:
+    """``param``: the field's full name when ``body`` is nested (``stream_options.x``)."""
     value = body.get(name)
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise bad(name, f"must be true or false, got {_show(value)}", "invalid_type")
+        raise bad(param or name, f"must be true or false, got {_show(value)}", "invalid_type")
     return value
 
 
-def get_str(body: dict, name: str, max_chars: int) -> str | None:
+def get_str(body: dict, name: str, max_chars: int, param: str | None = None) -> str | None:
     value = body.get(name)
     if value is None:
         return None
     if not isinstance(value, str):
-        raise bad(name, f"must be a string, got {_show(value)}", "invalid_type")
+        raise bad(param or name, f"must be a string, got {_show(value)}", "invalid_type")
     if len(value) > max_chars:
-        raise bad(name, f"longer than {max_chars} characters")
+        raise bad(param or name, f"longer than {max_chars} characters")
     return value
 
 
@@ -308,8 +309,11 @@ class Validator:
         cfg, ctx = self.cfg, self.context_length
         n = get_int(body, "n", 1, 1, cfg.max_choices)
         assert n is not None
-        if len(prompts) * n > cfg.max_choices:
-            raise bad("n", f"prompts x n must be <= {cfg.max_choices}, got {len(prompts) * n}")
+        # more choices than slots + queue could never be admitted: a 429 would be retried forever
+        capacity = min(cfg.max_choices, cfg.max_batch + cfg.max_queue)
+        if len(prompts) * n > capacity:
+            why = "" if capacity == cfg.max_choices else " (--max-batch + --max-queue)"
+            raise bad("n", f"prompts x n must be <= {capacity}{why}, got {len(prompts) * n}")
         longest = max(len(p) for p in prompts)
         if longest >= ctx:
             raise bad(
@@ -333,7 +337,9 @@ class Validator:
         if options is not None:
             if not stream or not isinstance(options, dict) or set(options) - {"include_usage"}:
                 raise bad("stream_options", "must be {'include_usage': bool} with stream=true")
-            include_usage = get_bool(options, "include_usage", False)
+            include_usage = get_bool(
+                options, "include_usage", False, "stream_options.include_usage"
+            )
         seed = get_int(body, "seed", None, -INT64, INT64 - 1)
         return GenParams(
             prompts=prompts,
@@ -435,7 +441,7 @@ class Validator:
             role = m.get("role")
             if role not in ROLES:
                 raise bad(f"{where}.role", f"must be one of {ROLES}, got {_show(role)}")
-            get_str(m, "name", 64)
+            get_str(m, "name", 64, f"{where}.name")
             content = self._content(m.get("content"), f"{where}.content")
             chars += len(content)
             if chars > cfg.max_prompt_chars:

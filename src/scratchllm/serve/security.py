@@ -55,7 +55,7 @@ class HostGuard:
 
     def __init__(self, app: ASGIApp, cfg: ServeConfig) -> None:
         self.app, self.cfg = app, cfg
-        self.allowed = {h.lower() for h in cfg.allowed_hosts}
+        self.allowed = {h.lower().strip("[]") for h in cfg.allowed_hosts}  # [::1] as ::1
 
     def host_ok(self, host: str | None) -> bool:
         if not self.cfg.loopback:

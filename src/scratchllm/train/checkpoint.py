@@ -377,13 +377,22 @@ def read_run_record(run_dir: str | Path) -> dict[str, Any]:
     record = read_json(path)
     if not isinstance(record, dict) or record.get("format") != RUN_FORMAT:
         raise CheckpointError(f"{path}: not a scratchllm run config")
-    if record.get("version", 0) > RUN_VERSION:
+    version, architecture = record.get("version", 0), record.get("architecture", "")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise CheckpointError(f"{path}: field 'version' must be an integer, got {version!r}")
+    if not isinstance(architecture, str):
+        raise CheckpointError(f"{path}: field 'architecture' must be a name, got {architecture!r}")
+    if version > RUN_VERSION:
         raise CheckpointError(
             f"{path}: format version {record['version']} is newer than this "
             f"scratchllm understands ({RUN_VERSION}); upgrade scratchllm"
         )
     if "model" not in record:
         raise CheckpointError(f"{path}: field 'model' is missing")
+    if not isinstance(record["model"], dict):
+        raise CheckpointError(
+            f"{path}: field 'model' must be an object of model settings, got {record['model']!r}"
+        )
     return record
 
 

@@ -94,6 +94,10 @@ def load_job(path: str | None, overrides: list[str] = ()) -> Job:
             text = file.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {file}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from None
         try:
             raw = json.loads(text) if file.suffix == ".json" else tomllib.loads(text)
         except (json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
@@ -104,7 +108,9 @@ def load_job(path: str | None, overrides: list[str] = ()) -> Job:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"override {item!r} must look like section.key=value")
-        *sections, name = key.strip().split(".")
+        *sections, name = parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r}: the key {key!r} has an empty part")
         node = raw
         for section in sections:
             node = node.setdefault(section, {})

@@ -100,6 +100,12 @@ def pretrain(
 ) -> PretrainReport:
     """Train a tokenizer (unless given) and a GPT on ``docs``; save everything to ``run_dir``."""
     run_dir = Path(run_dir)
+    # Bad model settings and an unusable run_dir fail before the tokenizer trains (minutes on a
+    # large corpus); the vocabulary size is checked again once the tokenizer has one.
+    ModelConfig(
+        **{**model_overrides, "vocab_size": tokenizer.vocab_size if tokenizer else vocab_size}
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(train_cfg.seed)
     train_docs, val_docs = split_documents(docs, val_fraction, seed=train_cfg.seed)
     n_chars = sum(len(d.text) for d in docs)
@@ -112,6 +118,8 @@ def pretrain(
     if tokenizer is None:
         log(f"training a byte-level BPE tokenizer (vocab {vocab_size:,}) ...")
         tokenizer = BPETokenizer.train((d.text for d in train_docs), vocab_size)
+    for prompt in prompts:  # one the tokenizer refuses fails now, not at the first sample
+        tokenizer.encode(prompt)
     train_ids, val_ids = split_ids(train_docs, val_docs, tokenizer)
     tokenizer_seconds = time.perf_counter() - t0
     log(
@@ -150,7 +158,6 @@ def pretrain(
         f"{len(train_loader)} batches/epoch"
     )
 
-    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     atomic_write_json(run_dir / "train_config.json", train_cfg.to_dict())
     trainer = Trainer(
