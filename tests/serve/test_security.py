@@ -120,3 +120,23 @@ def test_an_allowed_ipv6_address_matches_with_or_without_brackets(start_server):
     with s.client() as c:
         for host in ("[fd00::1]:8000", "[fd00::2]"):
             assert c.get("/health", headers={"Host": host}).status_code == 200, host
+
+
+@pytest.mark.parametrize("missing", ["starlette", "uvicorn"])
+def test_serve_without_the_serve_extra_says_what_to_install(monkeypatch, capsys, tmp_path, missing):
+    """Without the [serve] extra, `scratchllm serve` is one line naming the package, exit 2
+    (it was a ModuleNotFoundError traceback)."""
+    import sys
+
+    from scratchllm.cli import main
+
+    for name in list(sys.modules):
+        if name.startswith(("scratchllm.serve", f"{missing}.")) or name == missing:
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, missing, None)  # `import missing` now fails
+    assert main(["serve", "--run", str(tmp_path / "run"), "--port", "0"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [
+        f"scratchllm serve: error: serving needs the {missing} package, which is not "
+        "installed: pip install 'scratchllm[serve]'"
+    ]

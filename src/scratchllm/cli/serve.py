@@ -87,12 +87,29 @@ def _api_key(args: argparse.Namespace) -> str | None:
         raise ConfigError(f"--api-key-file {args.api_key_file}: {exc.strerror}") from None
 
 
+SERVE_PACKAGES = ("starlette", "uvicorn")  # the [serve] extra
+
+
+def _import_server():
+    """scratchllm.serve's pieces, or a ConfigError saying how to install what is missing."""
+    try:
+        from scratchllm.serve import config, server
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in SERVE_PACKAGES:
+            raise
+        raise ConfigError(
+            f"serving needs the {exc.name.split('.')[0]} package, which is not installed: "
+            "pip install 'scratchllm[serve]'"
+        ) from None
+    return config, server
+
+
 def run(args: argparse.Namespace) -> int:
     from scratchllm.cli.common import note_adapter_run
-    from scratchllm.serve.config import ServeConfig
-    from scratchllm.serve.server import app_for_run, display_address, listen_socket, run_server
 
-    cfg = ServeConfig(
+    config, server = _import_server()
+
+    cfg = config.ServeConfig(
         host=args.host,
         port=args.port,
         model_name=args.model_name or Path(args.run).resolve().name,
@@ -106,16 +123,16 @@ def run(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         default_max_tokens=args.default_max_tokens,
     )
-    sock = listen_socket(cfg)  # before loading: a port in use is an error at once
+    sock = server.listen_socket(cfg)  # before loading: a port in use is an error at once
     try:
         note_adapter_run(args.run)
-        app = app_for_run(args.run, cfg, device=args.device, dtype=args.dtype)
-        where = f"http://{display_address(cfg.host, sock.getsockname()[1])}/"
+        app = server.app_for_run(args.run, cfg, device=args.device, dtype=args.dtype)
+        where = f"http://{server.display_address(cfg.host, sock.getsockname()[1])}/"
 
         def ready() -> None:
             print(f"serving {cfg.model_name!r} at {where} (Ctrl-C or SIGTERM to stop)", flush=True)
 
-        run_server(app, cfg, sock, on_ready=ready)
+        server.run_server(app, cfg, sock, on_ready=ready)
     finally:
         sock.close()
     return 0
