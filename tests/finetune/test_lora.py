@@ -121,6 +121,7 @@ def test_adapter_round_trip(tmp_path):
     [
         ("base_run", 5, "field 'base_run' must be a path, got 5"),
         ("base_run", ["/x"], "field 'base_run' must be a path"),
+        ("base_weights_sha256", 5, "field 'base_weights_sha256' must be a hex digest, got 5"),
         ("lora.targets", 5, "LoRAConfig.targets=5 must be a list of names"),
         ("lora.targets", [1], "LoRAConfig.targets=[1] must be a list of names"),
         ("lora.alpha", -1, "LoRAConfig.alpha=-1 must be > 0"),
@@ -192,3 +193,83 @@ def test_applying_lora_twice_is_refused():
     with pytest.raises(ConfigError, match=r"already has LoRA adapters on 8 layer\(s\)"):
         apply_lora(model, r=2, alpha=2)
     assert all(p.requires_grad for n, p in model.named_parameters() if ".lora_" in n)
+
+
+def _base_and_adapter(tmp_path):
+    """A saved base run and an adapter directory trained (here: randomised) on it."""
+    from scratchllm.tokenizer import BPETokenizer
+    from scratchllm.train.checkpoint import save_run
+
+    tok = BPETokenizer.train("hello world", 260)
+    torch.manual_seed(0)
+    base = GPTModel(get_preset("tiny", dropout=0.0, vocab_size=tok.vocab_size)).eval()
+    save_run(tmp_path / "base", base, base.cfg, tok)
+    apply_lora(base, r=4, alpha=8)
+    _randomise_b(base)
+    save_adapter(base, tmp_path / "adapter", LoRAConfig(r=4, alpha=8), tmp_path / "base")
+    tok.save(tmp_path / "adapter")
+    return tok, base
+
+
+def test_an_adapter_is_merged_only_onto_the_weights_it_was_trained_on(tmp_path, capsys):
+    """`lora merge --base OTHER` with a same-shaped run of other weights merged silently, and an
+    adapter run whose base had been retrained loaded as if nothing had changed."""
+    import json
+
+    from scratchllm.cli import main
+    from scratchllm.train.checkpoint import load_run, save_run
+
+    tok, adapted = _base_and_adapter(tmp_path)
+    idx = torch.randint(0, tok.vocab_size, (1, 8))
+    with torch.no_grad():
+        expected = adapted(idx)
+    record = json.loads((tmp_path / "adapter" / "adapter.json").read_text())
+    assert len(record["base_weights_sha256"]) == 64
+    torch.manual_seed(1)  # the same shape, other weights
+    other = GPTModel(get_preset("tiny", dropout=0.0, vocab_size=tok.vocab_size))
+    save_run(tmp_path / "other", other, other.cfg, tok)
+    adapter = str(tmp_path / "adapter")
+
+    argv = ["lora", "merge", "--run", adapter, "--base", str(tmp_path / "other")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "the adapter was trained on the weights of" in err and "--any-base" in err
+    assert not (tmp_path / "adapter" / "model.safetensors").exists()  # nothing written
+
+    # the recorded base, changed since (e.g. trained further), is refused the same way
+    (tmp_path / "base" / "model.safetensors").rename(tmp_path / "kept.safetensors")
+    (tmp_path / "other" / "model.safetensors").rename(tmp_path / "base" / "model.safetensors")
+    with pytest.raises(CheckpointError, match="holds other weights"):
+        load_run(adapter)  # an unmerged adapter run loads its base in memory
+    (tmp_path / "kept.safetensors").replace(tmp_path / "base" / "model.safetensors")
+
+    with torch.no_grad():
+        torch.testing.assert_close(load_run(adapter).model(idx), expected, atol=1e-5, rtol=1e-5)
+    assert main(["lora", "merge", "--run", adapter]) == 0
+    with torch.no_grad():
+        torch.testing.assert_close(load_run(adapter).model(idx), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_any_base_merges_anyway_and_an_older_adapter_record_is_not_checked(tmp_path):
+    import json
+
+    from scratchllm.finetune.lora import merge_adapter_run
+    from scratchllm.train.checkpoint import load_run, save_run
+
+    tok, _ = _base_and_adapter(tmp_path)
+    torch.manual_seed(1)
+    other = GPTModel(get_preset("tiny", dropout=0.0, vocab_size=tok.vocab_size))
+    save_run(tmp_path / "other", other, other.cfg, tok)
+    with pytest.raises(CheckpointError, match="holds other weights"):
+        merge_adapter_run(tmp_path / "adapter", tmp_path / "other")
+    path = tmp_path / "adapter" / "adapter.json"
+    saved = path.read_text()
+    record = json.loads(saved)
+    del record["base_weights_sha256"]  # as adapters saved before the field existed
+    path.write_text(json.dumps(record))
+    load_run(tmp_path / "adapter")  # its own base: loads
+    path.write_text(saved)
+    merge_adapter_run(tmp_path / "adapter", tmp_path / "other", any_base=True)
+    assert (tmp_path / "adapter" / "model.safetensors").exists()
+    assert load_run(tmp_path / "adapter").model.cfg == other.cfg

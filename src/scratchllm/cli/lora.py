@@ -24,12 +24,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     m.add_argument("--run", required=True, help="directory holding adapter.json")
     m.add_argument("--base", default=None, help="base run (default: the one in adapter.json)")
+    m.add_argument(
+        "--any-base",
+        action="store_true",
+        help=(
+            "merge even when the base holds other weights than the adapter was trained on "
+            "(adapter.json records their SHA-256; refused by default)"
+        ),
+    )
     m.set_defaults(func=run_merge)
 
 
 def run_merge(args: argparse.Namespace) -> int:
     from scratchllm.finetune.lora import merge_adapter_run
 
-    path, n_layers = merge_adapter_run(args.run, args.base)
+    path, n_layers = merge_adapter_run(args.run, args.base, any_base=args.any_base)
     print(f"merged {n_layers} adapted layers; standalone run written to {path}/")
     return 0

@@ -249,6 +249,37 @@ def adapter_state(model: nn.Module) -> dict[str, Tensor]:
     }
 
 
+def base_weights_digest(base_run: str | Path) -> str | None:
+    """SHA-256 of the weights file a base run's model comes from: ``model.safetensors``, or for a
+    base that is itself an unmerged adapter run, its ``adapter.safetensors`` (whose own record
+    pins the next base). None when the base holds neither (nothing to check)."""
+    from scratchllm.train.checkpoint import WEIGHTS_FILE, sha256_file
+
+    for name in (WEIGHTS_FILE, ADAPTER_WEIGHTS):
+        path = Path(base_run) / name
+        if path.is_file():
+            return sha256_file(path)
+    return None
+
+
+def check_base(run_dir: Path, record: dict[str, Any], base: str | Path) -> None:
+    """CheckpointError unless ``base`` holds the weights the adapter in ``run_dir`` was trained
+    on (as ``adapter.json`` records them; an adapter saved before the record existed passes)."""
+    want = record.get("base_weights_sha256")
+    if want is None:
+        return
+    got = base_weights_digest(base)
+    if got != want:
+        trained_on = record.get("base_run") or "another run"
+        raise CheckpointError(
+            f"{run_dir / ADAPTER_CONFIG}: the adapter was trained on the weights of "
+            f"{trained_on} (SHA-256 {want[:12]}...), but {base} holds other weights "
+            f"({'none found' if got is None else f'SHA-256 {got[:12]}...'}); an adapter on "
+            "other weights gives a model nobody trained. To merge anyway: "
+            f"`scratchllm lora merge --run {run_dir} --base {base} --any-base`"
+        )
+
+
 def save_adapter(
     model: nn.Module, directory: str | Path, config: LoRAConfig, base_run: str | Path | None
 ) -> Path:
@@ -265,6 +296,8 @@ def save_adapter(
         "version": 1,
         "lora": asdict(config),
         "base_run": str(Path(base_run).resolve()) if base_run else None,
+        # which weights the adapter was trained on: merging it onto others is refused
+        "base_weights_sha256": base_weights_digest(base_run) if base_run else None,
         "layers": sorted({n.rsplit(".", 1)[0] for n in tensors}),
     }
     atomic_write_json(directory / ADAPTER_CONFIG, record)
@@ -280,6 +313,11 @@ def read_adapter_config(directory: str | Path) -> tuple[LoRAConfig, dict[str, An
     base = record.get("base_run")
     if base is not None and not isinstance(base, str):
         raise CheckpointError(f"{path}: field 'base_run' must be a path, got {base!r}")
+    digest = record.get("base_weights_sha256")
+    if digest is not None and not isinstance(digest, str):
+        raise CheckpointError(
+            f"{path}: field 'base_weights_sha256' must be a hex digest, got {digest!r}"
+        )
     try:
         return LoRAConfig(**record["lora"]), record
     except (KeyError, TypeError, ValueError) as exc:  # ValueError: LoRAConfig's own checks
@@ -315,23 +353,31 @@ def load_adapter(model: nn.Module, directory: str | Path) -> LoRAConfig:
     return config
 
 
-def merge_adapter_run(run_dir: str | Path, base_run: str | Path | None = None) -> tuple[Path, int]:
+def merge_adapter_run(
+    run_dir: str | Path, base_run: str | Path | None = None, *, any_base: bool = False
+) -> tuple[Path, int]:
     """Turn an adapter directory into a standalone run: base + adapter, merged, saved in place.
 
     Returns the directory and the number of merged layers. The base run is the one recorded in
-    ``adapter.json`` unless ``base_run`` is given.
+    ``adapter.json`` unless ``base_run`` is given; either way it must hold the weights the
+    adapter was trained on (`check_base`), unless ``any_base``. The run keeps the adapter
+    directory's tokenizer when it has one, as `load_adapter_run` does.
     """
-    from scratchllm.train.checkpoint import load_run, save_run
+    from scratchllm.tokenizer import load_tokenizer
+    from scratchllm.train.checkpoint import TOKENIZER_FILE, load_run, save_run
 
     run_dir = Path(run_dir)
     _, record = read_adapter_config(run_dir)
     base = base_run or record.get("base_run")
     if not base:
         raise CheckpointError(f"{run_dir / ADAPTER_CONFIG}: no base run recorded; pass --base")
+    if not any_base:
+        check_base(run_dir, record, base)
     run = load_run(base)
     load_adapter(run.model, run_dir)
     n = merge_lora(run.model)
-    save_run(run_dir, run.model.eval(), run.model.cfg, run.tokenizer)
+    tokenizer = load_tokenizer(run_dir) if (run_dir / TOKENIZER_FILE).exists() else run.tokenizer
+    save_run(run_dir, run.model.eval(), run.model.cfg, tokenizer)
     return run_dir, n
 
 
@@ -361,6 +407,7 @@ def load_adapter_run(run_dir: str | Path, device: str | torch.device = "cpu") ->
             f"{run_dir} is a LoRA adapter run (adapter.json, no config.json) and {where}; "
             f"merge it with {merge} to make a standalone run"
         )
+    check_base(run_dir, record, base)
     run = load_run(base)
     load_adapter(run.model, run_dir)
     merge_lora(run.model)
