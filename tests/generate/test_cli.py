@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import pytest
+import torch
 
 from scratchllm.cli import main
 from scratchllm.errors import ConfigError
@@ -47,6 +48,25 @@ def test_generate_batch_of_prompts(run_dir, capsys, model, tokenizer):
         f"--- [{i}] (length, 4 tokens)\n{prompt}{tokenizer.decode(ids)}\n"
         for i, (prompt, ids) in enumerate(zip(["a", "bcd"], new))
     )
+
+
+def test_a_special_token_in_a_prompt_is_refused_unless_allowed(run_dir, capsys, model, tokenizer):
+    """The refusal named Python arguments (allowed_special=...) no CLI user can pass."""
+    eot = tokenizer.decode([tokenizer.eot_id])
+    args = ["generate", "--run", str(run_dir), "--prompt", f"a{eot}b", "--max-new-tokens", "3"]
+    assert main([*args, "--temperature", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        f"scratchllm generate: error: the prompt contains the special token {eot!r} at "
+        "character 1; pass --allow-special to encode special-token literals as their ids"
+    ]
+    assert main([*args, "--temperature", "0", "--allow-special"]) == 0
+    ids = tokenizer.encode(f"a{eot}b", allowed_special="all")
+    assert tokenizer.eot_id in ids
+    new = generate(model, torch.tensor([ids]), 3, GREEDY)[0, len(ids) :].tolist()
+    assert capsys.readouterr().out == f"a{eot}b{tokenizer.decode(new)}\n"
+    assert main([*args, "--template"]) == 2
+    assert "a user message in a template may not hold one" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

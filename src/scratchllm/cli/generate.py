@@ -118,6 +118,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="wrap the prompt as a user message in the run's chat/instruction template and stop "
         "at the template's end of turn (its stop strings and ids, besides any --stop)",
     )
+    p.add_argument(
+        "--allow-special",
+        action="store_true",
+        help="encode special-token literals in a prompt (e.g. <|endoftext|>) as their ids; by "
+        "default such a prompt is refused (not with --template)",
+    )
     add_sampling_args(p)
     p.set_defaults(func=run)
 
@@ -125,15 +131,33 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _prompts(engine, args: argparse.Namespace) -> tuple[list[list[int]], dict]:
     """Prompt ids and the stop settings: with ``--template`` each prompt is a user message in the
     run's template, and the template's stop strings and ids join the user's ``--stop``."""
-    if not args.template:
-        return [list(engine.encode(p)) for p in args.prompt], {"stop": list(args.stop)}
-    from scratchllm.generation.chat import template_for_run
+    from scratchllm.errors import DisallowedSpecialError, TokenizerError
 
-    template = template_for_run(args.run)
-    prompts = [
-        template.encode_prompt(engine.tokenizer, [{"role": "user", "content": p}])
-        for p in args.prompt
-    ]
+    try:
+        if not args.template:
+            allowed = "all" if args.allow_special else frozenset()
+            prompts = [
+                engine.encode(engine.tokenizer.encode(p, allowed_special=allowed))
+                for p in args.prompt
+            ]
+            return [list(ids) for ids in prompts], {"stop": list(args.stop)}
+        from scratchllm.generation.chat import template_for_run
+
+        template = template_for_run(args.run)
+        prompts = [
+            template.encode_prompt(engine.tokenizer, [{"role": "user", "content": p}])
+            for p in args.prompt
+        ]
+    except DisallowedSpecialError as exc:
+        how = (
+            "a user message in a template may not hold one (it could forge a turn)"
+            if args.template
+            else "pass --allow-special to encode special-token literals as their ids"
+        )
+        raise TokenizerError(
+            f"the prompt contains the special token {exc.token!r} at character "
+            f"{exc.position}; {how}"
+        ) from None
     stops = {
         "stop": list(dict.fromkeys([*args.stop, *template.stop_strings])),
         "stop_token_ids": template.stop_token_ids(engine.tokenizer),
