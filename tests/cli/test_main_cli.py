@@ -339,3 +339,19 @@ def test_a_prompt_the_tokenizer_refuses_fails_before_training(tmp_path, capsys, 
     assert main([*argv, "--prompt", "fine", "--prompt", "a <|endoftext|>"]) == 2
     err = capsys.readouterr().err.strip()
     assert "special token '<|endoftext|>'" in err and len(err.splitlines()) == 1
+
+
+def test_a_train_that_fails_on_its_data_leaves_no_empty_run_directory(tmp_path, capsys):
+    """`train` makes --out before the tokenizer trains (so that an unusable one fails early); a
+    corpus found too small afterwards left that directory behind, empty."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "tiny.txt").write_text("far too little text to make a training window. " * 3)
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(corpus), "--out", str(run), "--vocab-size", "260"]
+    assert main([*argv, "--no-progress"]) == 2
+    assert "training split too small" in capsys.readouterr().err
+    assert not run.exists()
+    run.mkdir()  # a directory the user made is left alone
+    assert main([*argv, "--no-progress"]) == 2
+    assert run.is_dir()

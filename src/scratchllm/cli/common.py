@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scratchllm.cli.argtypes import minutes_or_none
@@ -200,3 +203,17 @@ def note_adapter_run(run_dir: str) -> None:
         f"(`scratchllm lora merge --run {run_dir}` makes a standalone run)",
         file=sys.stderr,
     )
+
+
+@contextlib.contextmanager
+def removed_if_left_empty(path: str | Path) -> Iterator[None]:
+    """For a command that makes the directory ``path``: when it fails and leaves that directory
+    new and still empty (bad data found before anything was written), remove it again."""
+    path = Path(path)
+    existed = path.exists()
+    try:
+        yield
+    except BaseException:
+        if not existed and path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+        raise

@@ -9,6 +9,7 @@ from scratchllm.cli.common import (
     add_train_args,
     model_overrides,
     print_report,
+    removed_if_left_empty,
     train_config,
 )
 
@@ -46,15 +47,16 @@ def run(args: argparse.Namespace) -> int:
     from scratchllm.train.pretrain import pretrain
 
     docs = read_text_sources(args.data)
-    report = pretrain(
-        docs,
-        args.out,
-        model_overrides(args),
-        train_config(args),
-        vocab_size=args.vocab_size,
-        val_fraction=args.val_fraction,
-        prompts=args.prompt,
-        progress=not args.no_progress,
-    )
+    with removed_if_left_empty(args.out):
+        report = pretrain(
+            docs,
+            args.out,
+            model_overrides(args),
+            train_config(args),
+            vocab_size=args.vocab_size,
+            val_fraction=args.val_fraction,
+            prompts=args.prompt,
+            progress=not args.no_progress,
+        )
     print_report(report)
     return 0
