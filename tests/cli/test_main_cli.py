@@ -355,3 +355,15 @@ def test_a_train_that_fails_on_its_data_leaves_no_empty_run_directory(tmp_path, 
     run.mkdir()  # a directory the user made is left alone
     assert main([*argv, "--no-progress"]) == 2
     assert run.is_dir()
+
+
+def test_an_output_below_a_file_says_the_file_is_not_a_directory(tmp_path, capsys):
+    """`plot --out FILE/x.png` said "File exists: FILE" (mkdir of the output's folder)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.5}\n')
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    assert main(["plot", str(run), "--out", str(blocker / "x.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [f"scratchllm plot: error: {blocker} exists and is not a directory"]

@@ -56,6 +56,14 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def _message(exc: BaseException) -> str:
     """One line for the user: an OS error as "reason: path", anything else as its message."""
+    if (
+        isinstance(exc, FileExistsError)
+        and exc.filename is not None
+        and exc.filename2 is None
+        and os.path.lexists(exc.filename)
+        and not os.path.isdir(exc.filename)
+    ):  # mkdir of an output's folder where a file is: "File exists: /dev/null" said too little
+        return f"{exc.filename} exists and is not a directory"
     if isinstance(exc, OSError) and exc.strerror:
         paths = [p for p in (exc.filename, exc.filename2) if p is not None]
         return f"{exc.strerror}: {' -> '.join(map(str, paths))}" if paths else exc.strerror
