@@ -12,16 +12,44 @@ from scratchllm.train.distributed import DistInfo, shard_batch
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 
-def _launch(world_size: int, out: Path, mode: str = "", timeout: float = 300) -> None:
-    procs, store = start_ranks(world_size, [sys.executable, str(WORKER), str(out), mode])
+# What a rank printed when it died of SIGABRT in C++ (a std::thread destroyed still joinable) after
+# its work was done: seen about once in 36 runs of the ranks-disagree test under pytest on the
+# 2-core dev machine (torch 2.13, gloo), never in 90 runs of the same workers outside pytest.
+# Where it happens is not yet known: the worker runs with faulthandler, so the next one prints
+# the Python stack of the moment.
+EXIT_ABORT = "terminate called without an active exception"
+
+
+def _run_ranks(world_size: int, out: Path, mode: str, timeout: float) -> list[tuple[int, str]]:
+    procs, store = start_ranks(
+        world_size, [sys.executable, "-X", "faulthandler", str(WORKER), str(out), mode]
+    )
     try:
-        for p in procs:
-            _, err = p.communicate(timeout=timeout)
-            assert p.returncode == 0, err
+        errs = [p.communicate(timeout=timeout)[1] for p in procs]
+        return [(p.returncode, err) for p, err in zip(procs, errs, strict=True)]
     finally:
         for p in procs:
             p.kill()
-    del store  # held until every rank is done
+        del store  # held until every rank is done
+
+
+def _launch(world_size: int, out: Path, mode: str = "", timeout: float = 300) -> None:
+    """Run the worker as ``world_size`` ranks; every rank must exit 0. A run in which a rank
+    wrote its result and then aborted at exit (EXIT_ABORT) is run once more, whole: the test's
+    figures come from a run in which every rank exited cleanly."""
+    for attempt in range(2):
+        ends = _run_ranks(world_size, out, mode, timeout)
+        aborted_after_work = all(
+            code == 0 or (code == -6 and EXIT_ABORT in err and Path(f"{out}.rank{r}.json").exists())
+            for r, (code, err) in enumerate(ends)
+        )
+        if all(code == 0 for code, _ in ends) or not (aborted_after_work and attempt == 0):
+            break
+        print(f"a rank aborted at exit; running the ranks again: {ends}", file=sys.stderr)
+        for r in range(world_size):
+            Path(f"{out}.rank{r}.json").unlink(missing_ok=True)
+    for code, err in ends:
+        assert code == 0, err
 
 
 def test_two_processes_match_one_process(tmp_path):
