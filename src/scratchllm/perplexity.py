@@ -164,7 +164,7 @@ def perplexity(
         ids = np.asarray(ids, dtype=np.int64)
     if ids.ndim != 1:
         raise ValueError(f"ids must be one sequence (1-D), got shape {tuple(ids.shape)}")
-    n = n_tokens = len(ids)
+    n = len(ids)
     if n < 2:
         raise ValueError(f"perplexity needs at least 2 tokens to score, got {n}")
     context, stride = window_shape(model.cfg.context_length, context, stride)
@@ -188,9 +188,9 @@ def perplexity(
             x, y = x.to(device), y.to(device)
             with amp:
                 mean = model(x, targets=y)  # mean over the scored positions
-            n = int((y != IGNORE).sum())
-            total += float(mean) * n
-            count += n
+            scored = int((y != IGNORE).sum())
+            total += float(mean) * scored
+            count += scored
             if progress is not None:
                 progress(len(group))
     finally:
@@ -201,7 +201,7 @@ def perplexity(
         loss=loss,
         perplexity=math.exp(min(loss, 700.0)),
         tokens=count,
-        windows=count_sliding_windows(n_tokens, context, stride),
+        windows=count_sliding_windows(n, context, stride),
         context=context,
         stride=stride,
         bits_per_byte=bpb,
